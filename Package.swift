@@ -1,0 +1,69 @@
+// swift-tools-version:5.10
+// PersonaLive-Swift. LibTorch is found at $LIBTORCH (a root holding include/ and lib/, e.g. a
+// PyTorch wheel's torch/ folder or a CUDA libtorch); unset means Debian's libtorch-dev.
+// TORCH_CUDA=1 force-links the CUDA libraries (the linker would otherwise drop them).
+import PackageDescription
+import Foundation
+
+let env = ProcessInfo.processInfo.environment
+let libtorchRoot = env["LIBTORCH"].flatMap { $0.isEmpty ? nil : $0 }
+let torchCUDA = env["TORCH_CUDA"] == "1"
+
+var torchCXX: [CXXSetting] = []
+var torchLinker: [LinkerSetting] = []
+if let root = libtorchRoot {
+    torchCXX = [.unsafeFlags(["-I\(root)/include", "-I\(root)/include/torch/csrc/api/include"])]
+    torchLinker = [.unsafeFlags(["-L\(root)/lib", "-Xlinker", "-rpath", "-Xlinker", "\(root)/lib"])]
+} else {
+    torchCXX = [.unsafeFlags(["-I/usr/include/torch/csrc/api/include"])]
+}
+if torchCUDA {
+    torchLinker.append(.unsafeFlags(["-Xlinker", "--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Xlinker", "--as-needed"]))
+}
+torchLinker += [.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLibrary("c10")]
+
+let package = Package(
+    name: "PersonaLive",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "personalive", targets: ["personalive"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        .target(
+            name: "CTorch",
+            cxxSettings: torchCXX + [.unsafeFlags(["-Wno-deprecated-declarations", "-O2"])],
+            linkerSettings: torchLinker
+        ),
+        .target(name: "Torch", dependencies: ["CTorch"]),
+        .target(name: "NN", dependencies: ["Torch"]),
+        .target(name: "Models", dependencies: ["NN", "Torch"]),
+        .target(name: "FixtureKit", dependencies: ["Models", "NN", "Torch", .product(name: "Logging", package: "swift-log")]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
+        .target(
+            name: "CFFmpeg",
+            cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"])],
+            linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]
+        ),
+        .target(name: "Media", dependencies: ["CFFmpeg", "Torch", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Data", dependencies: ["CHDF5", "Media", "Torch", .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(
+            name: "personalive",
+            dependencies: [
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .testTarget(name: "TorchTests", dependencies: ["Torch"], exclude: ["Resources"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Torch"]),
+        .testTarget(name: "FixtureTests", dependencies: ["FixtureKit", "Models", "NN", "Torch"]),
+        .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
+    ],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,416 @@
+// ctorch_nn.cpp — functional layers, attention, autograd, generators, AdamW and .pth files.
+// Mirrors torch.nn.functional, torch.autograd, torch.optim.AdamW and torch.load/torch.save.
+#include <torch/torch.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "ctorch_internal.h"
+
+using namespace ctorch;
+
+struct tc_optimizer_s {
+  std::unique_ptr<torch::optim::AdamW> opt;
+  std::vector<at::Tensor> params;  // creation order, for state export
+  std::vector<int> group_of;
+};
+
+// The optimizer state map is keyed by the TensorImpl: a string of its address up to 1.13, the
+// address itself from 2.0 on.
+#if TORCH_VERSION_MAJOR >= 2
+static void *state_key(const at::Tensor &p) { return p.unsafeGetTensorImpl(); }
+#else
+static std::string state_key(const at::Tensor &p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+#endif
+
+static std::array<int64_t, 2> pair(const int64_t *p) { return {p[0], p[1]}; }
+
+extern "C" {
+
+// ---- functional ----
+int tc_linear(tc_tensor x, tc_tensor w, tc_tensor b, tc_tensor *out) {
+  TC_TRY *out = wrap(at::linear(T(x), T(w), opt(b)));
+  TC_CATCH
+}
+int tc_conv2d(tc_tensor x, tc_tensor w, tc_tensor b, const int64_t *stride, const int64_t *padding,
+              const int64_t *dilation, int64_t groups, tc_tensor *out) {
+  TC_TRY
+  *out = wrap(at::conv2d(T(x), T(w), opt(b), pair(stride), pair(padding), pair(dilation), groups));
+  TC_CATCH
+}
+int tc_conv_transpose2d(tc_tensor x, tc_tensor w, tc_tensor b, const int64_t *stride,
+                        const int64_t *padding, const int64_t *output_padding, int64_t groups,
+                        const int64_t *dilation, tc_tensor *out) {
+  TC_TRY
+  *out = wrap(at::conv_transpose2d(T(x), T(w), opt(b), pair(stride), pair(padding), pair(output_padding),
+                                   groups, pair(dilation)));
+  TC_CATCH
+}
+int tc_group_norm(tc_tensor x, int64_t groups, tc_tensor w, tc_tensor b, double eps, tc_tensor *out) {
+  TC_TRY *out = wrap(at::group_norm(T(x), groups, opt(w), opt(b), eps, true));
+  TC_CATCH
+}
+int tc_layer_norm(tc_tensor x, const int64_t *shape, int ndim, tc_tensor w, tc_tensor b, double eps,
+                  tc_tensor *out) {
+  TC_TRY *out = wrap(at::layer_norm(T(x), dims(shape, ndim), opt(w), opt(b), eps, true));
+  TC_CATCH
+}
+int tc_batch_norm(tc_tensor x, tc_tensor w, tc_tensor b, tc_tensor rm, tc_tensor rv, int training,
+                  double momentum, double eps, tc_tensor *out) {
+  TC_TRY
+  *out = wrap(at::batch_norm(T(x), opt(w), opt(b), opt(rm), opt(rv), training != 0, momentum, eps, true));
+  TC_CATCH
+}
+int tc_dropout(tc_tensor x, double p, int training, tc_tensor *out) {
+  TC_TRY *out = wrap(at::dropout(T(x), p, training != 0));
+  TC_CATCH
+}
+int tc_interpolate(tc_tensor x, const int64_t *size, const double *scale, int mode, int align_corners,
+                   int antialias, tc_tensor *out) {
+  TC_TRY
+  namespace F = torch::nn::functional;
+  auto o = F::InterpolateFuncOptions();
+  if (size) o = o.size(std::vector<int64_t>{size[0], size[1]});
+  if (scale) o = o.scale_factor(std::vector<double>{scale[0], scale[1]});
+  switch (mode) {
+    case 0: o = o.mode(torch::kNearest); break;
+    case 1: o = o.mode(torch::kBilinear).align_corners(align_corners != 0); break;
+    case 2: o = o.mode(torch::kBicubic).align_corners(align_corners != 0); break;
+    case 3: o = o.mode(torch::kNearestExact); break;
+    case 4: o = o.mode(torch::kArea); break;
+    default: throw std::invalid_argument("tc_interpolate: unknown mode " + std::to_string(mode));
+  }
+  if (antialias) o = o.antialias(true);
+  *out = wrap(F::interpolate(T(x), o));
+  TC_CATCH
+}
+int tc_avg_pool2d(tc_tensor x, const int64_t *k, const int64_t *s, const int64_t *p, int ceil_mode,
+                  int count_include_pad, tc_tensor *out) {
+  TC_TRY *out = wrap(at::avg_pool2d(T(x), pair(k), pair(s), pair(p), ceil_mode != 0, count_include_pad != 0));
+  TC_CATCH
+}
+int tc_max_pool2d(tc_tensor x, const int64_t *k, const int64_t *s, const int64_t *p, int ceil_mode,
+                  tc_tensor *out) {
+  TC_TRY
+  int64_t one[2] = {1, 1};
+  *out = wrap(at::max_pool2d(T(x), pair(k), pair(s), pair(p), pair(one), ceil_mode != 0));
+  TC_CATCH
+}
+int tc_adaptive_avg_pool2d(tc_tensor x, const int64_t *size, tc_tensor *out) {
+  TC_TRY *out = wrap(at::adaptive_avg_pool2d(T(x), pair(size)));
+  TC_CATCH
+}
+int tc_embedding(tc_tensor weight, tc_tensor indices, tc_tensor *out) {
+  TC_TRY *out = wrap(at::embedding(T(weight), T(indices)));
+  TC_CATCH
+}
+int tc_mse_loss(tc_tensor a, tc_tensor b, int reduction, tc_tensor *out) {
+  TC_TRY *out = wrap(at::mse_loss(T(a), T(b), reduction));
+  TC_CATCH
+}
+int tc_l1_loss(tc_tensor a, tc_tensor b, int reduction, tc_tensor *out) {
+  TC_TRY *out = wrap(at::l1_loss(T(a), T(b), reduction));
+  TC_CATCH
+}
+int tc_smooth_l1_loss(tc_tensor a, tc_tensor b, int reduction, double beta, tc_tensor *out) {
+  TC_TRY *out = wrap(at::smooth_l1_loss(T(a), T(b), reduction, beta));
+  TC_CATCH
+}
+int tc_cross_entropy(tc_tensor logits, tc_tensor target, int reduction, double label_smoothing,
+                     tc_tensor *out) {
+  TC_TRY
+  *out = wrap(at::cross_entropy_loss(T(logits), T(target), c10::nullopt, reduction, -100, label_smoothing));
+  TC_CATCH
+}
+int tc_attention(tc_tensor q, tc_tensor k, tc_tensor v, tc_tensor mask, double scale, int is_causal,
+                 tc_tensor *out) {
+  TC_TRY
+#if TORCH_VERSION_MAJOR >= 2
+  *out = wrap(at::scaled_dot_product_attention(T(q), T(k), T(v), opt(mask), 0.0, is_causal != 0, scale));
+#else
+  auto scores = at::matmul(T(q), T(k).transpose(-2, -1)) * scale;
+  if (is_causal) {
+    auto L = scores.size(-2), S = scores.size(-1);
+    auto keep = at::ones({L, S}, at::TensorOptions().dtype(at::kBool).device(scores.device())).tril();
+    scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  }
+  if (mask) {
+    auto &m = T(mask);
+    if (m.scalar_type() == at::kBool)
+      scores = scores.masked_fill(m.logical_not(), -std::numeric_limits<double>::infinity());
+    else
+      scores = scores + m;
+  }
+  *out = wrap(at::matmul(at::softmax(scores, -1), T(v)));
+#endif
+  TC_CATCH
+}
+
+// ---- autograd ----
+int tc_requires_grad(tc_tensor t, int *out) {
+  TC_TRY *out = T(t).requires_grad() ? 1 : 0;
+  TC_CATCH
+}
+int tc_set_requires_grad(tc_tensor t, int requires_grad) {
+  TC_TRY T(t).set_requires_grad(requires_grad != 0);
+  TC_CATCH
+}
+int tc_is_leaf(tc_tensor t, int *out) {
+  TC_TRY *out = T(t).is_leaf() ? 1 : 0;
+  TC_CATCH
+}
+int tc_backward(tc_tensor t, tc_tensor grad, int retain_graph, int create_graph) {
+  TC_TRY
+  at::Tensor g = grad ? T(grad) : at::Tensor();
+  T(t).backward(g, retain_graph ? c10::optional<bool>(true) : c10::nullopt, create_graph != 0);
+  TC_CATCH
+}
+int tc_grad(tc_tensor t, tc_tensor *out) {
+  TC_TRY
+  auto g = T(t).grad();
+  *out = g.defined() ? wrap(g) : nullptr;
+  TC_CATCH
+}
+int tc_set_grad(tc_tensor t, tc_tensor grad) {
+  TC_TRY T(t).mutable_grad() = grad ? T(grad) : at::Tensor();
+  TC_CATCH
+}
+int tc_zero_grad(tc_tensor t) {
+  TC_TRY
+  auto &g = T(t).mutable_grad();
+  if (g.defined()) g.zero_();
+  TC_CATCH
+}
+int tc_autograd_grad(const tc_tensor *outputs, int n_outputs, const tc_tensor *inputs, int n_inputs,
+                     const tc_tensor *grad_outputs, int retain_graph, int create_graph, int allow_unused,
+                     tc_tensor *outs) {
+  TC_TRY
+  std::vector<at::Tensor> o, i, go;
+  for (int k = 0; k < n_outputs; k++) o.push_back(T(outputs[k]));
+  for (int k = 0; k < n_inputs; k++) i.push_back(T(inputs[k]));
+  if (grad_outputs)
+    for (int k = 0; k < n_outputs; k++) go.push_back(grad_outputs[k] ? T(grad_outputs[k]) : at::Tensor());
+  auto r = torch::autograd::grad(o, i, go, retain_graph ? c10::optional<bool>(true) : c10::nullopt,
+                                 create_graph != 0, allow_unused != 0);
+  for (int k = 0; k < n_inputs; k++) outs[k] = r[k].defined() ? wrap(r[k]) : nullptr;
+  TC_CATCH
+}
+int tc_clip_grad_norm(const tc_tensor *params, int n, double max_norm, double norm_type, double *total) {
+  TC_TRY
+  std::vector<at::Tensor> ps;
+  for (int k = 0; k < n; k++) ps.push_back(T(params[k]));
+  *total = torch::nn::utils::clip_grad_norm_(ps, max_norm, norm_type);
+  TC_CATCH
+}
+
+// ---- generators ----
+int tc_generator_new(uint64_t seed, int dev_type, int dev_index, tc_generator *out) {
+  TC_TRY
+  at::Generator g;
+  if (dev_type == TC_DEVICE_CUDA) {
+    // A fresh CUDA generator without CUDA headers: clone the device default, then reseed.
+    g = at::globalContext().defaultGenerator(device(dev_type, dev_index)).clone();
+  } else {
+    g = at::detail::createCPUGenerator(seed);
+  }
+  {
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_current_seed(seed);
+  }
+  *out = new tc_generator_s{g};
+  TC_CATCH
+}
+void tc_generator_free(tc_generator g) { delete g; }
+int tc_generator_set_seed(tc_generator g, uint64_t seed) {
+  TC_TRY
+  std::lock_guard<std::mutex> lock(g->gen.mutex());
+  g->gen.set_current_seed(seed);
+  TC_CATCH
+}
+int tc_generator_get_state(tc_generator g, tc_tensor *out) {
+  TC_TRY
+  std::lock_guard<std::mutex> lock(g->gen.mutex());
+  *out = wrap(g->gen.get_state());
+  TC_CATCH
+}
+int tc_generator_set_state(tc_generator g, tc_tensor state) {
+  TC_TRY
+  std::lock_guard<std::mutex> lock(g->gen.mutex());
+  g->gen.set_state(T(state));
+  TC_CATCH
+}
+int tc_default_generator_get_state(tc_tensor *out) {
+  TC_TRY
+  auto g = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  *out = wrap(g.get_state());
+  TC_CATCH
+}
+int tc_default_generator_set_state(tc_tensor state) {
+  TC_TRY
+  auto g = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  g.set_state(T(state));
+  TC_CATCH
+}
+
+// ---- AdamW ----
+int tc_adamw_new(const tc_tensor *params, const int *group_of, int n_params, const double *lrs,
+                 const double *wds, int n_groups, double beta1, double beta2, double eps, int amsgrad,
+                 tc_optimizer *out) {
+  TC_TRY
+  std::vector<std::vector<at::Tensor>> grouped(n_groups);
+  auto o = std::make_unique<tc_optimizer_s>();
+  for (int k = 0; k < n_params; k++) {
+    int g = group_of[k];
+    if (g < 0 || g >= n_groups) throw std::invalid_argument("tc_adamw_new: parameter group out of range");
+    grouped[g].push_back(T(params[k]));
+    o->params.push_back(T(params[k]));
+    o->group_of.push_back(g);
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (int g = 0; g < n_groups; g++) {
+    auto opts = std::make_unique<torch::optim::AdamWOptions>(lrs[g]);
+    opts->betas(std::make_tuple(beta1, beta2)).eps(eps).weight_decay(wds[g]).amsgrad(amsgrad != 0);
+    groups.emplace_back(grouped[g], std::move(opts));
+  }
+  torch::optim::AdamWOptions defaults(n_groups ? lrs[0] : 1e-3);
+  defaults.betas(std::make_tuple(beta1, beta2)).eps(eps).weight_decay(n_groups ? wds[0] : 1e-2).amsgrad(amsgrad != 0);
+  o->opt = std::make_unique<torch::optim::AdamW>(groups, defaults);
+  *out = o.release();
+  TC_CATCH
+}
+void tc_optimizer_free(tc_optimizer o) { delete o; }
+int tc_optimizer_step(tc_optimizer o) {
+  TC_TRY
+  at::NoGradGuard guard;
+  o->opt->step();
+  TC_CATCH
+}
+int tc_optimizer_zero_grad(tc_optimizer o, int set_to_none) {
+  TC_TRY
+  for (auto &p : o->params) {
+    auto &g = p.mutable_grad();
+    if (!g.defined()) continue;
+    if (set_to_none) g = at::Tensor();
+    else { g = g.detach(); g.zero_(); }
+  }
+  TC_CATCH
+}
+static torch::optim::AdamWOptions &group_options(tc_optimizer o, int group) {
+  auto &groups = o->opt->param_groups();
+  if (group < 0 || group >= (int)groups.size()) throw std::invalid_argument("optimizer group out of range");
+  return static_cast<torch::optim::AdamWOptions &>(groups[group].options());
+}
+int tc_optimizer_set_lr(tc_optimizer o, int group, double lr) {
+  TC_TRY group_options(o, group).lr(lr);
+  TC_CATCH
+}
+int tc_optimizer_get_lr(tc_optimizer o, int group, double *out) {
+  TC_TRY *out = group_options(o, group).lr();
+  TC_CATCH
+}
+int tc_adamw_get_state(tc_optimizer o, int i, int *has_state, int64_t *step, tc_tensor *exp_avg,
+                       tc_tensor *exp_avg_sq, tc_tensor *max_exp_avg_sq) {
+  TC_TRY
+  if (i < 0 || i >= (int)o->params.size()) throw std::invalid_argument("parameter index out of range");
+  auto &state = o->opt->state();
+  auto it = state.find(state_key(o->params[i]));
+  *has_state = it != state.end();
+  *exp_avg = *exp_avg_sq = *max_exp_avg_sq = nullptr;
+  if (!*has_state) return 0;
+  auto &s = static_cast<torch::optim::AdamWParamState &>(*it->second);
+  *step = s.step();
+  *exp_avg = wrap(s.exp_avg().clone());
+  *exp_avg_sq = wrap(s.exp_avg_sq().clone());
+  if (s.max_exp_avg_sq().defined()) *max_exp_avg_sq = wrap(s.max_exp_avg_sq().clone());
+  TC_CATCH
+}
+int tc_adamw_set_state(tc_optimizer o, int i, int64_t step, tc_tensor exp_avg, tc_tensor exp_avg_sq,
+                       tc_tensor max_exp_avg_sq) {
+  TC_TRY
+  if (i < 0 || i >= (int)o->params.size()) throw std::invalid_argument("parameter index out of range");
+  auto &p = o->params[i];
+  auto check = [&](const at::Tensor &t, const char *what) {
+    if (!t.sizes().equals(p.sizes()))
+      throw std::invalid_argument(std::string("optimizer state ") + what + " has shape " +
+                                  c10::str(t.sizes()) + ", parameter has " + c10::str(p.sizes()));
+    return t.to(p.device(), p.scalar_type()).clone();
+  };
+  auto s = std::make_unique<torch::optim::AdamWParamState>();
+  s->step(step);
+  s->exp_avg(check(T(exp_avg), "exp_avg"));
+  s->exp_avg_sq(check(T(exp_avg_sq), "exp_avg_sq"));
+  if (max_exp_avg_sq) s->max_exp_avg_sq(check(T(max_exp_avg_sq), "max_exp_avg_sq"));
+  else if (static_cast<torch::optim::AdamWOptions &>(o->opt->param_groups()[o->group_of[i]].options()).amsgrad())
+    s->max_exp_avg_sq(at::zeros_like(p));
+  o->opt->state()[state_key(p)] = std::move(s);
+  TC_CATCH
+}
+
+// ---- .pth ----
+static void flatten(const c10::IValue &v, const std::string &prefix,
+                    std::vector<std::pair<std::string, at::Tensor>> &out) {
+  if (v.isTensor()) {
+    out.emplace_back(prefix, v.toTensor());
+    return;
+  }
+  if (v.isGenericDict()) {
+    for (auto &kv : v.toGenericDict()) {
+      if (!kv.key().isString())
+        throw std::invalid_argument("key under '" + prefix + "' is not a string (" + kv.key().tagKind() + ")");
+      std::string k = kv.key().toStringRef();
+      flatten(kv.value(), prefix.empty() ? k : prefix + "." + k, out);
+    }
+    return;
+  }
+  throw std::invalid_argument("entry '" + (prefix.empty() ? std::string("<root>") : prefix) + "' is a " +
+                              v.tagKind() + ", not a tensor; only dicts of tensors can be imported");
+}
+
+int tc_pth_load(const char *path, tc_named_tensors *out) {
+  out->count = 0;
+  out->names = nullptr;
+  out->tensors = nullptr;
+  TC_TRY
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(std::string("cannot open ") + path);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  c10::IValue v = torch::pickle_load(bytes);
+  std::vector<std::pair<std::string, at::Tensor>> flat;
+  flatten(v, "", flat);
+  out->count = (int64_t)flat.size();
+  out->names = (char **)calloc(flat.size() + 1, sizeof(char *));
+  out->tensors = (tc_tensor *)calloc(flat.size() + 1, sizeof(tc_tensor));
+  for (size_t k = 0; k < flat.size(); k++) {
+    out->names[k] = strdup(flat[k].first.c_str());
+    out->tensors[k] = wrap(flat[k].second);
+  }
+  TC_CATCH
+}
+void tc_named_tensors_free(tc_named_tensors *list) {
+  if (!list) return;
+  for (int64_t k = 0; k < list->count; k++) {
+    free(list->names[k]);
+    tc_free(list->tensors[k]);
+  }
+  free(list->names);
+  free(list->tensors);
+  list->count = 0;
+  list->names = nullptr;
+  list->tensors = nullptr;
+}
+int tc_pth_save(const char *path, const char *const *names, const tc_tensor *tensors, int64_t n) {
+  TC_TRY
+  c10::Dict<std::string, at::Tensor> dict;
+  for (int64_t k = 0; k < n; k++) dict.insert(names[k], T(tensors[k]).detach().to(at::kCPU).contiguous());
+  auto bytes = torch::pickle_save(c10::IValue(dict));
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
+  f.write(bytes.data(), (std::streamsize)bytes.size());
+  f.close();
+  if (!f) throw std::runtime_error(std::string("failed writing ") + path);
+  TC_CATCH
+}
+
+}  // extern "C"

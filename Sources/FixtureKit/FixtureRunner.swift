@@ -1,0 +1,106 @@
+// FixtureRunner.swift — finds case folders (any folder holding case.json, at any depth), runs
+// each through its registry entry and compares every out.* tensor with the reference.
+import Foundation
+import Logging
+import Torch
+
+public struct OutputComparison: Sendable {
+    public let key: String
+    public let maxAbsError: Double
+    public let tolerance: Double
+    public var passed: Bool { maxAbsError <= tolerance }
+}
+
+public struct CaseResult: Sendable {
+    public enum Status: String, Sendable { case pass = "PASS", fail = "FAIL", error = "ERROR" }
+    public let name: String
+    public let path: String
+    public let moduleClass: String
+    public var status: Status
+    public var comparisons: [OutputComparison] = []
+    public var message: String?
+
+    /// The worst output: largest error relative to its tolerance.
+    public var worst: OutputComparison? {
+        comparisons.max { ($0.maxAbsError / max($0.tolerance, 1e-30)) < ($1.maxAbsError / max($1.tolerance, 1e-30)) }
+    }
+}
+
+public struct FixtureRunner {
+    public let logger: Logger
+
+    public init(logger: Logger) { self.logger = logger }
+
+    /// Every folder under `root` (or `root` itself) that holds a case.json, sorted by path.
+    public static func discover(root: URL) throws -> [URL] {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: root.path, isDirectory: &isDir), isDir.boolValue else {
+            throw FixtureError("\(root.path): no such folder")
+        }
+        var found: [URL] = []
+        if fm.fileExists(atPath: root.appendingPathComponent("case.json").path) { found.append(root) }
+        if let e = fm.enumerator(at: root, includingPropertiesForKeys: nil) {
+            for case let url as URL in e where url.lastPathComponent == "case.json" {
+                let dir = url.deletingLastPathComponent()
+                if dir.standardizedFileURL != root.standardizedFileURL { found.append(dir) }
+            }
+        }
+        return found.sorted { $0.path < $1.path }
+    }
+
+    public func run(root: URL, caseName: String? = nil) throws -> [CaseResult] {
+        var dirs = try Self.discover(root: root)
+        if let caseName {
+            dirs = dirs.filter { $0.lastPathComponent == caseName }
+            if dirs.isEmpty { throw FixtureError("no case named '\(caseName)' under \(root.path)") }
+        }
+        if dirs.isEmpty { throw FixtureError("no case folders (with case.json) under \(root.path)") }
+        return dirs.map(run(directory:))
+    }
+
+    public func run(directory: URL) -> CaseResult {
+        var result = CaseResult(name: directory.lastPathComponent, path: directory.path, moduleClass: "<unreadable>",
+                                status: .error)
+        do {
+            let c = try FixtureCase(directory: directory)
+            result = CaseResult(name: c.name, path: directory.path, moduleClass: c.moduleClass, status: .error)
+            guard let entry = FixtureRegistry.entry(for: c.moduleClass) else {
+                result.message = "unknown module '\(c.moduleClass)' (no fixture entry registered for it)"
+                return result
+            }
+            logger.debug("running \(c.name) (\(c.moduleClass))")
+            let produced = try Torch.noGrad { try entry.run(c) }
+            var missing: [String] = []
+            for key in c.outputKeys {
+                guard let got = produced[key] else { missing.append(key); continue }
+                let want = try c.expected(key)
+                guard got.shape == want.shape else {
+                    throw FixtureError("\(key): produced shape \(got.shape), reference \(want.shape)")
+                }
+                let err = want.numel == 0 ? 0 : try got.maxAbsDiff(want)
+                result.comparisons.append(OutputComparison(key: key, maxAbsError: err.isNaN ? .infinity : err,
+                                                           tolerance: c.tolerance(for: key)))
+            }
+            if !missing.isEmpty {
+                result.status = .fail
+                result.message = "outputs not produced: \(missing.joined(separator: ", "))"
+            } else {
+                result.status = result.comparisons.allSatisfy(\.passed) ? .pass : .fail
+                if result.status == .fail {
+                    result.message = result.comparisons.filter { !$0.passed }.map {
+                        "\($0.key) err \(format($0.maxAbsError)) > tol \(format($0.tolerance))"
+                    }.joined(separator: "; ")
+                }
+            }
+        } catch {
+            result.status = .error
+            result.message = "\(error)"
+        }
+        return result
+    }
+}
+
+public func format(_ x: Double) -> String {
+    x == 0 ? "0" : String(format: "%.3g", x)
+}

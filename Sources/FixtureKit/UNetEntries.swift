@@ -1,0 +1,7 @@
+// UNetEntries.swift — fixture entries (filled in as the modules land).
+import Models
+import NN
+import Torch
+
+let unetEntries: [FixtureEntry] = [
+]

@@ -1,0 +1,7 @@
+// VAEClipSchedulerEntries.swift — fixture entries (filled in as the modules land).
+import Models
+import NN
+import Torch
+
+let vaeClipSchedulerEntries: [FixtureEntry] = [
+]
