@@ -51,10 +51,18 @@ let package = Package(
         ),
         .target(name: "Media", dependencies: ["CFFmpeg", "Torch", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Data", dependencies: ["CHDF5", "Media", "Torch", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "Training",
+            dependencies: [
+                "Torch", "NN", "Models", "Media", "Data",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .executableTarget(
             name: "personalive",
             dependencies: [
-                "Torch", "NN", "Models", "FixtureKit", "Media", "Data",
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -64,6 +72,7 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "Torch"]),
         .testTarget(name: "FixtureTests", dependencies: ["FixtureKit", "Models", "NN", "Torch"]),
         .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data"]),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -16,6 +16,11 @@ public struct UnknownConfigKeyError: Error, CustomStringConvertible {
     public let path: String
     public let key: String
     public let suggestion: String?
+    public init(path: String, key: String, suggestion: String?) {
+        self.path = path
+        self.key = key
+        self.suggestion = suggestion
+    }
     public var description: String {
         let full = path.isEmpty ? key : "\(path).\(key)"
         return "unknown config key '\(full)'" + (suggestion.map { " (did you mean '\($0)'?)" } ?? "")

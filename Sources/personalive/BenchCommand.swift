@@ -53,7 +53,7 @@ struct BenchCommand: ParsableCommand {
             let naive = 2 * pow(Double(k), 3) / tNaive / 1e9
             print(String(format: "matmul %d²: %.1f GFLOP/s (naive Swift loop %d²: %.2f GFLOP/s, ratio %.0f×)",
                          n, gflops, k, naive, gflops / naive))
-            if gflops < 20 {
+            if gflops < 10 {
                 print("warning: matmul is slow; is OpenBLAS installed (libopenblas0-pthread)? The reference BLAS runs ~30× slower.")
             }
             _ = r[0]

@@ -1,0 +1,42 @@
+// ConfigValidation.swift — the checks `train` runs before it starts, also run alone by
+// `personalive config validate`: value ranges, known names, and that referenced files exist.
+import Foundation
+import Torch
+
+extension TrainingConfig {
+    /// Every problem found, each naming its key path; empty when the config is usable.
+    public func problems(requiredFiles: [(key: String, path: String)] = []) -> [String] {
+        var out: [String] = []
+        let s = solver
+        if !(s.learning_rate > 0) { out.append("solver.learning_rate must be > 0 (got \(s.learning_rate))") }
+        if s.max_train_steps < 1 { out.append("solver.max_train_steps must be >= 1") }
+        if s.gradient_accumulation_steps < 1 { out.append("solver.gradient_accumulation_steps must be >= 1") }
+        if s.lr_warmup_steps < 0 { out.append("solver.lr_warmup_steps must be >= 0") }
+        if LRSchedule.Kind(rawValue: s.lr_scheduler) == nil {
+            out.append("solver.lr_scheduler '\(s.lr_scheduler)' is unknown; known: "
+                       + LRSchedule.Kind.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if !(0..<1).contains(s.adam_beta1) || !(0..<1).contains(s.adam_beta2) {
+            out.append("solver.adam_beta1/adam_beta2 must lie in [0, 1)")
+        }
+        if s.use_ema, !(0...1).contains(s.ema_decay) { out.append("solver.ema_decay must lie in [0, 1]") }
+        do {
+            let device = try Device(parsing: s.device)
+            if case .cuda = device, !Torch.cudaIsAvailable {
+                out.append("solver.device is '\(s.device)' but this LibTorch has no CUDA device")
+            }
+        } catch {
+            out.append("solver.device: \(error)")
+        }
+        if !["fp32", "fp16", "bf16"].contains(s.weight_dtype) {
+            out.append("solver.weight_dtype '\(s.weight_dtype)' is unknown; known: fp32, fp16, bf16")
+        }
+        if data.train_bs < 1 { out.append("data.train_bs must be >= 1") }
+        if run_name.isEmpty || run_name.contains("/") { out.append("run_name must be a non-empty folder name") }
+        if checkpointing.keep_last < 0 { out.append("checkpointing.keep_last must be >= 0") }
+        for (key, path) in requiredFiles where !FileManager.default.fileExists(atPath: path) {
+            out.append("\(key): file not found: \(path)")
+        }
+        return out
+    }
+}

@@ -1,0 +1,218 @@
+// TrainingConfig.swift — the training config, nested like the reference YAML configs
+// (Moore-AnimateAnyone / PersonaLive `configs/train/stage*.yaml`, diffusers argument names):
+// `model`, `data`, `solver`, `validation`, `checkpointing` and a stage-specific section.
+import Foundation
+import NN
+
+public struct SolverSection: Codable, Sendable, Equatable {
+    public var learning_rate: Double = 1e-5
+    public var scale_lr: Bool = false
+    public var lr_scheduler: String = "constant"
+    public var lr_warmup_steps: Int = 0
+    public var lr_num_cycles: Double = 0.5
+    public var max_train_steps: Int = 1000
+    public var gradient_accumulation_steps: Int = 1
+    public var max_grad_norm: Double = 1.0
+    public var adam_beta1: Double = 0.9
+    public var adam_beta2: Double = 0.999
+    public var adam_weight_decay: Double = 1e-2
+    public var adam_epsilon: Double = 1e-8
+    public var use_ema: Bool = false
+    public var ema_decay: Double = 0.9999
+    public var ema_min_decay: Double = 0
+    public var ema_update_after_step: Int = 0
+    public var device: String = "cpu"
+    /// Dtype of frozen modules on CUDA ("fp32", "fp16", "bf16"); CPU always runs fp32.
+    public var weight_dtype: String = "fp32"
+    public var threads: Int?
+
+    static let keys = ["learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles",
+                       "max_train_steps", "gradient_accumulation_steps", "max_grad_norm", "adam_beta1", "adam_beta2",
+                       "adam_weight_decay", "adam_epsilon", "use_ema", "ema_decay", "ema_min_decay",
+                       "ema_update_after_step", "device", "weight_dtype", "threads"]
+
+    public init() {}
+
+    enum K: String, CodingKey {
+        case learning_rate, scale_lr, lr_scheduler, lr_warmup_steps, lr_num_cycles, max_train_steps,
+             gradient_accumulation_steps, max_grad_norm, adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon,
+             use_ema, ema_decay, ema_min_decay, ema_update_after_step, device, weight_dtype, threads
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Self.keys)
+        let c = try decoder.container(keyedBy: K.self)
+        let d = SolverSection()
+        learning_rate = try c.value(.learning_rate, default: d.learning_rate)
+        scale_lr = try c.value(.scale_lr, default: d.scale_lr)
+        lr_scheduler = try c.value(.lr_scheduler, default: d.lr_scheduler)
+        lr_warmup_steps = try c.value(.lr_warmup_steps, default: d.lr_warmup_steps)
+        lr_num_cycles = try c.value(.lr_num_cycles, default: d.lr_num_cycles)
+        max_train_steps = try c.value(.max_train_steps, default: d.max_train_steps)
+        gradient_accumulation_steps = try c.value(.gradient_accumulation_steps, default: d.gradient_accumulation_steps)
+        max_grad_norm = try c.value(.max_grad_norm, default: d.max_grad_norm)
+        adam_beta1 = try c.value(.adam_beta1, default: d.adam_beta1)
+        adam_beta2 = try c.value(.adam_beta2, default: d.adam_beta2)
+        adam_weight_decay = try c.value(.adam_weight_decay, default: d.adam_weight_decay)
+        adam_epsilon = try c.value(.adam_epsilon, default: d.adam_epsilon)
+        use_ema = try c.value(.use_ema, default: d.use_ema)
+        ema_decay = try c.value(.ema_decay, default: d.ema_decay)
+        ema_min_decay = try c.value(.ema_min_decay, default: d.ema_min_decay)
+        ema_update_after_step = try c.value(.ema_update_after_step, default: d.ema_update_after_step)
+        device = try c.value(.device, default: d.device)
+        weight_dtype = try c.value(.weight_dtype, default: d.weight_dtype)
+        threads = try c.value(.threads, default: nil)
+    }
+}
+
+public struct DataSection: Codable, Sendable, Equatable {
+    public var dataset: String = ""
+    public var train_bs: Int = 1
+    public var val_bs: Int = 1
+    public var prefetch: Int = 2
+    /// Stage 1/2: minimum frame distance between reference and target.
+    public var sample_margin: Int = 30
+    /// Stage 3: frames per sample and their stride.
+    public var n_sample_frames: Int = 16
+    public var sample_rate: Int = 1
+    /// Use the dataset's ground-truth keypoints instead of the motion extractor (synthetic data).
+    public var use_gt_keypoints: Bool = false
+
+    static let keys = ["dataset", "train_bs", "val_bs", "prefetch", "sample_margin", "n_sample_frames", "sample_rate",
+                       "use_gt_keypoints"]
+    public init() {}
+    enum K: String, CodingKey {
+        case dataset, train_bs, val_bs, prefetch, sample_margin, n_sample_frames, sample_rate, use_gt_keypoints
+    }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Self.keys)
+        let c = try decoder.container(keyedBy: K.self)
+        let d = DataSection()
+        dataset = try c.value(.dataset, default: d.dataset)
+        train_bs = try c.value(.train_bs, default: d.train_bs)
+        val_bs = try c.value(.val_bs, default: d.val_bs)
+        prefetch = try c.value(.prefetch, default: d.prefetch)
+        sample_margin = try c.value(.sample_margin, default: d.sample_margin)
+        n_sample_frames = try c.value(.n_sample_frames, default: d.n_sample_frames)
+        sample_rate = try c.value(.sample_rate, default: d.sample_rate)
+        use_gt_keypoints = try c.value(.use_gt_keypoints, default: d.use_gt_keypoints)
+    }
+}
+
+public struct ValidationSection: Codable, Sendable, Equatable {
+    public var validation_steps: Int = 100
+    public var num_samples: Int = 4
+    public var num_inference_steps: Int = 20
+    public var seed: UInt64 = 42
+
+    static let keys = ["validation_steps", "num_samples", "num_inference_steps", "seed"]
+    public init() {}
+    enum K: String, CodingKey { case validation_steps, num_samples, num_inference_steps, seed }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Self.keys)
+        let c = try decoder.container(keyedBy: K.self)
+        let d = ValidationSection()
+        validation_steps = try c.value(.validation_steps, default: d.validation_steps)
+        num_samples = try c.value(.num_samples, default: d.num_samples)
+        num_inference_steps = try c.value(.num_inference_steps, default: d.num_inference_steps)
+        seed = try c.value(.seed, default: d.seed)
+    }
+}
+
+public struct CheckpointingSection: Codable, Sendable, Equatable {
+    public var checkpointing_steps: Int = 500
+    public var keep_last: Int = 3
+    public var output_dir: String = "Checkpoints"
+
+    static let keys = ["checkpointing_steps", "keep_last", "output_dir"]
+    public init() {}
+    enum K: String, CodingKey { case checkpointing_steps, keep_last, output_dir }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Self.keys)
+        let c = try decoder.container(keyedBy: K.self)
+        let d = CheckpointingSection()
+        checkpointing_steps = try c.value(.checkpointing_steps, default: d.checkpointing_steps)
+        keep_last = try c.value(.keep_last, default: d.keep_last)
+        output_dir = try c.value(.output_dir, default: d.output_dir)
+    }
+}
+
+/// The whole config. `model` and the stage section (named like the stage) are decoded strictly by
+/// the stage itself, since their fields differ per stage.
+public struct TrainingConfig: Codable, Sendable, Equatable {
+    public var stage: String
+    public var run_name: String
+    public var seed: UInt64 = 42
+    public var output_dir: String = "Experiments"
+    public var model: JSONValue = .object([:])
+    public var data = DataSection()
+    public var solver = SolverSection()
+    public var validation = ValidationSection()
+    public var checkpointing = CheckpointingSection()
+    /// The stage-specific section (`stage1:`, `vae:`, `motion_extractor:` …).
+    public var stageSection: JSONValue = .object([:])
+    /// Where the config was read from (paths inside it are relative to the working directory).
+    public var sourcePath: String = ""
+
+    public static let stages = ["vae", "motion_extractor", "stage1"]
+    static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing"]
+        + stages
+
+    enum K: String, CodingKey { case stage, run_name, seed, output_dir, model, data, solver, validation, checkpointing }
+
+    public init(stage: String, run_name: String) {
+        self.stage = stage
+        self.run_name = run_name
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Self.keys)
+        let c = try decoder.container(keyedBy: K.self)
+        stage = try c.decode(String.self, forKey: .stage)
+        guard Self.stages.contains(stage) else {
+            let hint = closestKey(to: stage, in: Self.stages).map { " (did you mean '\($0)'?)" } ?? ""
+            throw DecodingError.dataCorruptedError(forKey: .stage, in: c,
+                debugDescription: "unknown stage '\(stage)'\(hint); known: \(Self.stages.joined(separator: ", "))")
+        }
+        run_name = try c.decode(String.self, forKey: .run_name)
+        seed = try c.value(.seed, default: 42)
+        output_dir = try c.value(.output_dir, default: "Experiments")
+        model = try c.value(.model, default: .object([:]))
+        data = try c.value(.data, default: DataSection())
+        solver = try c.value(.solver, default: SolverSection())
+        validation = try c.value(.validation, default: ValidationSection())
+        checkpointing = try c.value(.checkpointing, default: CheckpointingSection())
+        let any = try decoder.container(keyedBy: AnyCodingKey.self)
+        stageSection = try any.decodeIfPresent(JSONValue.self, forKey: AnyCodingKey(stage)) ?? .object([:])
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: AnyCodingKey.self)
+        try c.encode(stage, forKey: AnyCodingKey("stage"))
+        try c.encode(run_name, forKey: AnyCodingKey("run_name"))
+        try c.encode(seed, forKey: AnyCodingKey("seed"))
+        try c.encode(output_dir, forKey: AnyCodingKey("output_dir"))
+        try c.encode(model, forKey: AnyCodingKey("model"))
+        try c.encode(data, forKey: AnyCodingKey("data"))
+        try c.encode(solver, forKey: AnyCodingKey("solver"))
+        try c.encode(validation, forKey: AnyCodingKey("validation"))
+        try c.encode(checkpointing, forKey: AnyCodingKey("checkpointing"))
+        try c.encode(stageSection, forKey: AnyCodingKey(stage))
+    }
+
+    public static func load(path: String) throws -> TrainingConfig {
+        var config = try ConfigLoader.load(TrainingConfig.self, path: path)
+        config.sourcePath = path
+        return config
+    }
+
+    /// The resolved config as YAML (what the run used).
+    public func yaml() throws -> String { try YAMLText.encode(self) }
+
+    /// A stable digest of the resolved config (FNV-1a of its YAML).
+    public func digest() throws -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in try yaml().utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return String(format: "%016llx", h)
+    }
+}

@@ -1,0 +1,109 @@
+// FixtureRunnerTests.swift — the data-driven parity run: every case under the fixtures root
+// whose module is registered must pass; the runner must also fail loudly when it should.
+import Foundation
+import Logging
+import Testing
+@testable import FixtureKit
+
+@Suite struct FixtureRunnerTests {
+    let runner = FixtureRunner(logger: Logger(label: "test"))
+
+    static func registeredCases() -> [String] {
+        let dirs = (try? FixtureRunner.discover(root: TestPaths.fixtures)) ?? []
+        return dirs.filter { dir in
+            guard let c = try? FixtureCase(directory: dir) else { return true }  // unreadable: must error loudly
+            return FixtureRegistry.entry(for: c.moduleClass) != nil
+        }.map(\.path)
+    }
+
+    @Test("every registered fixture case passes", arguments: registeredCases())
+    func registeredCasePasses(path: String) {
+        let r = runner.run(directory: URL(fileURLWithPath: path))
+        #expect(r.status == .pass, "\(r.name): \(r.message ?? "") \(r.comparisons.map { "\($0.key)=\($0.maxAbsError)" })")
+        #expect(!r.comparisons.isEmpty)
+    }
+
+    @Test("the Foundation cases are found, registered and pass")
+    func foundationCases() throws {
+        for name in ["resnet_block_tiny", "resnet_block_tiny_identity", "attention_block_tiny"] {
+            let results = try runner.run(root: TestPaths.fixtures, caseName: name)
+            #expect(results.count == 1)
+            let r = try #require(results.first)
+            #expect(r.status == .pass, "\(name): \(r.message ?? "")")
+            let worst = try #require(r.worst)
+            #expect(worst.maxAbsError < 1e-4)
+            #expect(worst.tolerance == 1e-4)
+        }
+    }
+
+    /// Copies a case into a temp folder with a rewritten case.json.
+    func tamperedCopy(_ name: String, edit: (inout [String: Any]) -> Void) throws -> URL {
+        let src = try #require(try FixtureRunner.discover(root: TestPaths.fixtures).first { $0.lastPathComponent == name })
+        let dst = FileManager.default.temporaryDirectory.appendingPathComponent("fx-\(UUID().uuidString)/\(name)")
+        try FileManager.default.createDirectory(at: dst, withIntermediateDirectories: true)
+        for f in try FileManager.default.contentsOfDirectory(atPath: src.path) {
+            try FileManager.default.copyItem(at: src.appendingPathComponent(f), to: dst.appendingPathComponent(f))
+        }
+        let caseURL = dst.appendingPathComponent("case.json")
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: caseURL.path)
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: caseURL)) as? [String: Any])
+        edit(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: caseURL)
+        return dst
+    }
+
+    @Test("a tolerance tightened to 1e-12 fails with the output named")
+    func tightenedToleranceFails() throws {
+        let dir = try tamperedCopy("resnet_block_tiny") { json in
+            var tol = json["tolerance"] as? [String: Any] ?? [:]
+            tol["default"] = 1e-12
+            json["tolerance"] = tol
+        }
+        defer { try? FileManager.default.removeItem(at: dir.deletingLastPathComponent()) }
+        let results = try runner.run(root: dir.deletingLastPathComponent())
+        let r = try #require(results.first)
+        #expect(r.status == .fail)
+        #expect(r.message?.contains("out.hidden_states") == true)
+        #expect(try #require(r.worst).maxAbsError > 1e-12)
+    }
+
+    @Test("an unknown module and a bad config are reported, not crashed on")
+    func unknownModuleAndBadConfig() throws {
+        let unknown = try tamperedCopy("attention_block_tiny") { json in
+            json["module"] = ["class": "NoSuchBlock"]
+        }
+        defer { try? FileManager.default.removeItem(at: unknown.deletingLastPathComponent()) }
+        let r1 = runner.run(directory: unknown)
+        #expect(r1.status == .error)
+        #expect(r1.message?.contains("NoSuchBlock") == true)
+
+        let badKey = try tamperedCopy("resnet_block_tiny") { json in
+            var config = json["config"] as? [String: Any] ?? [:]
+            config["temb_chanels"] = 128
+            json["config"] = config
+        }
+        defer { try? FileManager.default.removeItem(at: badKey.deletingLastPathComponent()) }
+        let r2 = runner.run(directory: badKey)
+        #expect(r2.status == .error)
+        #expect(r2.message?.contains("temb_chanels") == true)
+        #expect(r2.message?.contains("temb_channels") == true)
+    }
+
+    @Test("the CLI exits non-zero when a case fails")
+    func cliExitCode() throws {
+        let dir = try tamperedCopy("resnet_block_tiny") { json in json["tolerance"] = 1e-12 }
+        defer { try? FileManager.default.removeItem(at: dir.deletingLastPathComponent()) }
+        let bin = try #require(TestPaths.personaliveBinary, "build the personalive product first (make test does)")
+        let p = Process()
+        p.executableURL = bin
+        p.arguments = ["fixtures", "check", dir.path]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("FAIL"))
+    }
+}
