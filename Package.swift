@@ -49,8 +49,12 @@ let package = Package(
             cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"])],
             linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]
         ),
-        .target(name: "Media", dependencies: ["CFFmpeg", "Torch", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Data", dependencies: ["CHDF5", "Media", "Torch", .product(name: "Logging", package: "swift-log")]),
+        // Pixel loops (decode conversion, resizing, synthetic rendering, sampling) are optimised even in
+        // debug builds: unoptimised Swift is ~30× slower there and would dominate tests and tiny runs.
+        .target(name: "Media", dependencies: ["CFFmpeg", "Torch", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(name: "Data", dependencies: ["CHDF5", "Media", "Torch", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
             name: "Training",
             dependencies: [

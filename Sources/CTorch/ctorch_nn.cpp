@@ -2,8 +2,15 @@
 // Mirrors torch.nn.functional, torch.autograd, torch.optim.AdamW and torch.load/torch.save.
 #include <torch/torch.h>
 
+#include <caffe2/serialize/in_memory_adapter.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iterator>
+#include <unordered_map>
 
 #include "ctorch_internal.h"
 
@@ -24,6 +31,199 @@ static std::string state_key(const at::Tensor &p) { return c10::guts::to_string(
 #endif
 
 static std::array<int64_t, 2> pair(const int64_t *p) { return {p[0], p[1]}; }
+
+// ---- .pth pickle compatibility ----
+// Python's pickler writes two things that LibTorch 1.13's unpickler cannot read: SETITEM ('s'),
+// emitted for a dict holding exactly one item ({"state_dict": sd}), and collections.OrderedDict
+// (what module.state_dict() returns), which that unpickler turns into None. The stream is
+// rewritten into an equivalent one that every LibTorch version reads:
+//   key value SETITEM                 -> MARK key value SETITEMS
+//   OrderedDict () REDUCE             -> EMPTY_DICT   (a memo slot of the class keeps an unused dict)
+//   <OrderedDict> state BUILD         -> <OrderedDict> MARK kPickleStateKey state SETITEMS
+// (the instance state, e.g. state_dict's `_metadata`, lands under a key that flatten() skips).
+// It simulates the pickle machine's stack (where each item began, whether it is an OrderedDict)
+// and gives the input back unchanged when it meets an opcode it does not know.
+static const std::string kPickleStateKey = "\x01pickle_state";
+
+namespace {
+enum class PKind { other, od_class, od_object };
+struct PItem {
+  size_t start, op_end;  // where the item's first opcode begins and ends
+  PKind kind;
+};
+struct PEdit {
+  size_t at, remove;
+  std::string insert;
+};
+}  // namespace
+
+static std::string pth_compat_pickle(const std::string &in) {
+  std::vector<PItem> stack;
+  std::vector<std::pair<size_t, size_t>> marks;  // (stack depth, offset of the MARK)
+  std::unordered_map<uint64_t, PKind> memo;
+  std::vector<PEdit> edits;
+  const size_t n = in.size();
+  size_t pos = 0;
+  bool stopped = false;
+  auto le = [&](size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int b = bytes - 1; b >= 0; b--) v = v << 8 | (uint8_t)in[at + b];
+    return v;
+  };
+  while (pos < n && !stopped) {
+    const size_t at = pos;
+    const uint8_t op = (uint8_t)in[pos++];
+    size_t len = 0;  // argument bytes
+    switch (op) {
+      case 0x80: case 'K': case 'q': case 'h': case 0x82: len = 1; break;
+      case 'M': case 0x83: len = 2; break;
+      case 'J': case 'r': case 'j': case 0x84: len = 4; break;
+      case 'G': len = 8; break;
+      case 0x8a: case 'U': case 'C': case 0x8c:
+        if (pos + 1 > n) return in;
+        len = 1 + le(pos, 1);
+        break;
+      case 0x8b: case 'X': case 'T': case 'B':
+        if (pos + 4 > n) return in;
+        len = 4 + le(pos, 4);
+        break;
+      case 'I': case 'L': case 'S': case 'V': case 'F': case 'p': case 'g': case 'P': case 'c': case 'i': {
+        size_t e = pos;
+        for (int line = 0; line < ((op == 'c' || op == 'i') ? 2 : 1); line++) {
+          e = in.find('\n', e);
+          if (e == std::string::npos) return in;
+          e++;
+        }
+        len = e - pos;
+        break;
+      }
+      default: break;
+    }
+    if (len > n - pos) return in;
+    const std::string arg = in.substr(pos, len);
+    pos += len;
+    const size_t depth = stack.size();
+    const size_t floor = marks.empty() ? 0 : marks.back().first;
+    switch (op) {
+      case 0x80: break;  // PROTO
+      case 'q': case 'r': case 'p': case 0x94: {  // BINPUT, LONG_BINPUT, PUT, MEMOIZE
+        if (depth == 0) return in;
+        uint64_t idx = op == 'q' ? le(at + 1, 1) : op == 'r' ? le(at + 1, 4) : op == 'p' ? std::stoull(arg) : memo.size();
+        memo[idx] = stack.back().kind;
+        break;
+      }
+      case 'h': case 'j': case 'g': {  // BINGET, LONG_BINGET, GET
+        uint64_t idx = op == 'h' ? le(at + 1, 1) : op == 'j' ? le(at + 1, 4) : std::stoull(arg);
+        auto it = memo.find(idx);
+        stack.push_back({at, pos, it == memo.end() ? PKind::other : it->second});
+        break;
+      }
+      case '(': marks.emplace_back(depth, at); break;  // MARK
+      case 't': case 'l': case 'd': case 'i': case 'e': case 'u': case '1': {  // pop to the mark
+        if (marks.empty() || depth < floor) return in;
+        size_t mark_at = marks.back().second;
+        marks.pop_back();
+        stack.resize(floor);
+        if (op == 't' || op == 'l' || op == 'd' || op == 'i') stack.push_back({mark_at, mark_at + 1, PKind::other});
+        break;
+      }
+      case '0': case 'a':  // POP, APPEND
+        if (depth < 1) return in;
+        stack.pop_back();
+        break;
+      case 'b':  // BUILD
+        if (depth < 2) return in;
+        if (stack[depth - 2].kind == PKind::od_object) {
+          std::string key = "(X";
+          for (int b = 0; b < 4; b++) key += (char)((kPickleStateKey.size() >> (8 * b)) & 0xff);
+          edits.push_back({stack[depth - 1].start, 0, key + kPickleStateKey});
+          edits.push_back({at, 1, "u"});
+        }
+        stack.pop_back();
+        break;
+      case 's':  // SETITEM
+        if (depth < 3) return in;
+        edits.push_back({stack[depth - 2].start, 0, "("});
+        edits.push_back({at, 1, "u"});
+        stack.resize(depth - 2);
+        break;
+      case 0x85: case 'Q':  // TUPLE1, BINPERSID: one in, one out
+        if (depth < 1) return in;
+        stack.back().kind = PKind::other;
+        break;
+      case 'R': case 0x86: case 0x81: case 0x93: {  // REDUCE, TUPLE2, NEWOBJ, STACK_GLOBAL
+        if (depth < 2) return in;
+        PItem first = stack[depth - 2], second = stack[depth - 1];
+        bool od = op == 'R' && first.kind == PKind::od_class && in[second.start] == ')' && second.op_end == at;
+        if (od) {  // the class becomes an empty dict; the empty tuple and REDUCE go
+          edits.push_back({first.start, first.op_end - first.start, "}"});
+          edits.push_back({second.start, 1, ""});
+          edits.push_back({at, 1, ""});
+        }
+        stack.resize(depth - 2);
+        stack.push_back({first.start, first.op_end, od ? PKind::od_object : PKind::other});
+        break;
+      }
+      case 0x87: {  // TUPLE3
+        if (depth < 3) return in;
+        PItem first = stack[depth - 3];
+        stack.resize(depth - 3);
+        stack.push_back({first.start, first.op_end, PKind::other});
+        break;
+      }
+      case '2':  // DUP
+        if (depth < 1) return in;
+        stack.push_back({at, pos, stack.back().kind});
+        break;
+      case '.': stopped = true; break;  // STOP
+      case 'c':  // GLOBAL
+        stack.push_back({at, pos, arg == "collections\nOrderedDict\n" ? PKind::od_class : PKind::other});
+        break;
+      case 'K': case 'M': case 'J': case 'G': case 0x8a: case 0x8b: case 'X': case 'T': case 'U': case 'B':
+      case 'C': case 0x8c: case 'I': case 'L': case 'S': case 'V': case 'F': case 'P': case 'N': case 0x88:
+      case 0x89: case '}': case ']': case ')': case 0x82: case 0x83: case 0x84:
+        stack.push_back({at, pos, PKind::other});
+        break;
+      default: return in;  // FRAME, protocol-4 containers, ...: leave it to the unpickler
+    }
+  }
+  if (!stopped || edits.empty()) return in;
+  std::stable_sort(edits.begin(), edits.end(), [](const PEdit &a, const PEdit &b) {
+    return a.at != b.at ? a.at < b.at : a.remove < b.remove;
+  });
+  std::string out;
+  out.reserve(n + edits.size() * 2);
+  size_t copied = 0;
+  for (auto &e : edits) {
+    if (e.at < copied) return in;  // overlapping edits: give up
+    out.append(in, copied, e.at - copied);
+    out += e.insert;
+    copied = e.at + e.remove;
+  }
+  out.append(in, copied, std::string::npos);
+  return out;
+}
+
+// torch::pickle_load of a torch.save zip, with the pickle made readable first.
+static c10::IValue pth_unpickle(const std::vector<char> &bytes) {
+  caffe2::serialize::PyTorchStreamReader reader(
+      std::make_shared<caffe2::serialize::MemoryReadAdapter>(bytes.data(), (off_t)bytes.size()));
+  at::DataPtr record;
+  size_t size = 0;
+  std::tie(record, size) = reader.getRecord("data.pkl");
+  const std::string pickle = pth_compat_pickle(std::string(static_cast<const char *>(record.get()), size));
+  size_t offset = 0;
+  auto read = [&](char *buf, size_t len) -> size_t {
+    len = std::min(len, pickle.size() - offset);
+    memcpy(buf, pickle.data() + offset, len);
+    offset += len;
+    return len;
+  };
+  auto read_record = [&](const std::string &name) { return std::get<0>(reader.getRecord("data/" + name)); };
+  torch::jit::Unpickler unpickler(read, nullptr, nullptr, read_record, c10::nullopt);
+  unpickler.set_version(reader.version());
+  return unpickler.parse_ivalue();
+}
 
 extern "C" {
 
@@ -360,6 +560,7 @@ static void flatten(const c10::IValue &v, const std::string &prefix,
       if (!kv.key().isString())
         throw std::invalid_argument("key under '" + prefix + "' is not a string (" + kv.key().tagKind() + ")");
       std::string k = kv.key().toStringRef();
+      if (k == kPickleStateKey) continue;
       flatten(kv.value(), prefix.empty() ? k : prefix + "." + k, out);
     }
     return;
@@ -376,7 +577,7 @@ int tc_pth_load(const char *path, tc_named_tensors *out) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error(std::string("cannot open ") + path);
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  c10::IValue v = torch::pickle_load(bytes);
+  c10::IValue v = pth_unpickle(bytes);
   std::vector<std::pair<std::string, at::Tensor>> flat;
   flatten(v, "", flat);
   out->count = (int64_t)flat.size();

@@ -671,6 +671,13 @@ int tc_cumsum(tc_tensor t, int64_t dim, tc_tensor *out) {
   TC_TRY *out = wrap(at::cumsum(T(t), dim));
   TC_CATCH
 }
+int tc_sort(tc_tensor t, int64_t dim, int descending, tc_tensor *values, tc_tensor *indices) {
+  TC_TRY
+  auto r = at::sort(T(t), /*stable=*/true, dim, descending != 0);
+  *values = wrap(std::get<0>(r));
+  *indices = wrap(std::get<1>(r));
+  TC_CATCH
+}
 int tc_allclose(tc_tensor a, tc_tensor b, double rtol, double atol, int *out) {
   TC_TRY *out = at::allclose(T(a), T(b), rtol, atol) ? 1 : 0;
   TC_CATCH

@@ -3,20 +3,32 @@
 // returns every output it produced, keyed `out.<name>` as in io.safetensors.
 import Torch
 
+/// How an output is compared: max |a − b| (absolute), that divided by max |expected| (relative),
+/// or bit-exact equality.
+public enum ToleranceSpec: Sendable, Equatable {
+    case absolute(Double)
+    case relative(Double)
+    case exact
+}
+
 public struct FixtureEntry: Sendable {
     /// `module.class` strings of case.json this entry answers.
     public let classNames: [String]
     public let run: @Sendable (FixtureCase) throws -> [String: Tensor]
+    /// Per-output tolerance when the case's `tolerance` is not a plain absolute map (training cases).
+    public let tolerance: (@Sendable (FixtureCase, String) -> ToleranceSpec?)?
 
-    public init(_ classNames: [String], run: @escaping @Sendable (FixtureCase) throws -> [String: Tensor]) {
+    public init(_ classNames: [String], tolerance: (@Sendable (FixtureCase, String) -> ToleranceSpec?)? = nil,
+                run: @escaping @Sendable (FixtureCase) throws -> [String: Tensor]) {
         self.classNames = classNames
         self.run = run
+        self.tolerance = tolerance
     }
 }
 
 public enum FixtureRegistry {
     /// All entries. Each family keeps its entries in its own file; a new module adds its entry there.
-    public static let entries: [FixtureEntry] = diffusersEntries + unetEntries + vaeClipSchedulerEntries + personaliveEntries
+    public static let entries: [FixtureEntry] = diffusersEntries + unetEntries + vaeClipSchedulerEntries + personaliveEntries + trainingEntries + unet3dEntries
 
     public static func entry(for moduleClass: String) -> FixtureEntry? {
         entries.first { $0.classNames.contains(moduleClass) }

@@ -6,8 +6,10 @@ import Torch
 
 public struct OutputComparison: Sendable {
     public let key: String
+    /// max |a − b|, or max |a − b| / max |expected| for relative tolerances.
     public let maxAbsError: Double
     public let tolerance: Double
+    public var relative = false
     public var passed: Bool { maxAbsError <= tolerance }
 }
 
@@ -78,9 +80,21 @@ public struct FixtureRunner {
                 guard got.shape == want.shape else {
                     throw FixtureError("\(key): produced shape \(got.shape), reference \(want.shape)")
                 }
-                let err = want.numel == 0 ? 0 : try got.maxAbsDiff(want)
+                let spec = entry.tolerance?(c, key) ?? .absolute(c.tolerance(for: key))
+                var err = want.numel == 0 ? 0 : try got.maxAbsDiff(want)
+                var tol = 0.0, relative = false
+                switch spec {
+                case .absolute(let t): tol = t
+                case .exact: tol = 0
+                case .relative(let t):
+                    tol = t
+                    relative = true
+                    let scale = want.numel == 0 ? 0 : try want.to(.float64).abs().amax().item()
+                    // An all-zero reference (a dropped branch's gradient) must be matched exactly.
+                    err = scale > 0 ? err / scale : err
+                }
                 result.comparisons.append(OutputComparison(key: key, maxAbsError: err.isNaN ? .infinity : err,
-                                                           tolerance: c.tolerance(for: key)))
+                                                           tolerance: tol, relative: relative))
             }
             if !missing.isEmpty {
                 result.status = .fail

@@ -1,7 +1,6 @@
-// PersonaLiveEntries.swift — fixture entries (filled in as the modules land).
+// PersonaLiveEntries.swift — the PersonaLive fixture entries, one list per family file.
 import Models
 import NN
 import Torch
 
-let personaliveEntries: [FixtureEntry] = [
-]
+let personaliveEntries: [FixtureEntry] = personaliveFrontEntries + personaliveTemporalEntries

@@ -233,6 +233,15 @@ extension Tensor {
     }
     public func softmax(dim: Int) throws -> Tensor { try make { tc_softmax(handle, Int64(dim), 0, $0) } }
     public func logSoftmax(dim: Int) throws -> Tensor { try make { tc_softmax(handle, Int64(dim), 1, $0) } }
+    /// Stable sort along `dim`: (values, indices).
+    public func sort(dim: Int = -1, descending: Bool = false) throws -> (values: Tensor, indices: Tensor) {
+        var v: OpaquePointer?, i: OpaquePointer?
+        try check(tc_sort(handle, Int64(dim), descending ? 1 : 0, &v, &i))
+        return (Tensor(owning: v!), Tensor(owning: i!))
+    }
+    public func argsort(dim: Int = -1, descending: Bool = false) throws -> Tensor {
+        try sort(dim: dim, descending: descending).indices
+    }
     public func cumsum(dim: Int) throws -> Tensor { try make { tc_cumsum(handle, Int64(dim), $0) } }
     public func allClose(_ other: Tensor, rtol: Double = 1e-5, atol: Double = 1e-8) throws -> Bool {
         var r: Int32 = 0

@@ -200,9 +200,20 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         try c.encode(stageSection, forKey: AnyCodingKey(stage))
     }
 
+    /// Reads a config. `model:` may name a model file (e.g. `Configs/tiny/model.yaml`, relative to
+    /// the working directory or to this file) instead of holding the mapping; it is read in place,
+    /// so the resolved config saved with a run is self-contained.
     public static func load(path: String) throws -> TrainingConfig {
         var config = try ConfigLoader.load(TrainingConfig.self, path: path)
         config.sourcePath = path
+        if case .string(let modelPath) = config.model {
+            let beside = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(modelPath).path
+            let resolved = FileManager.default.fileExists(atPath: modelPath) ? modelPath : beside
+            guard FileManager.default.fileExists(atPath: resolved) else {
+                throw ConfigError(file: path, "model: file not found: \(modelPath)")
+            }
+            config.model = try ConfigLoader.load(JSONValue.self, path: resolved)
+        }
         return config
     }
 

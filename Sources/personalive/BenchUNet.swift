@@ -17,14 +17,15 @@ struct BenchUNetCommand: ParsableCommand {
 
     @Option(help: "Batch size.") var batch: Int = 1
     @Option(help: "Latent height and width (default: the config's sample_size).") var size: Int?
-    @Option(help: "Timed steps of each kind.") var steps: Int = 3
-    @Option(help: "Untimed warm-up steps.") var warmup: Int = 1
+    @Option(help: "Timed steps of each kind (default: 10 for tiny, 2 otherwise).") var steps: Int?
+    @Option(help: "Untimed warm-up steps (default: 2 for tiny, 0 otherwise: a full-size step dwarfs first-call costs).")
+    var warmup: Int?
     @Option(help: "Tokens of encoder_hidden_states (1 = one CLIP image embedding).") var tokens: Int = 1
     @Flag(help: "Skip the forward+backward measurement.") var forwardOnly = false
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        guard batch > 0, steps > 0, warmup >= 0, tokens > 0 else {
+        guard batch > 0, steps ?? 1 > 0, warmup ?? 0 >= 0, tokens > 0 else {
             throw ValidationError("--batch, --steps and --tokens must be positive and --warmup not negative")
         }
         if let size, size <= 0 { throw ValidationError("--size must be positive") }
@@ -61,14 +62,17 @@ struct BenchUNetCommand: ParsableCommand {
         case (nil, .many(let s)?) where !s.isEmpty: side = s[0]
         default: side = 64
         }
+        let steps = self.steps ?? (config == "tiny" ? 10 : 2)
+        let warmup = self.warmup ?? (config == "tiny" ? 2 : 0)
         let crossDim = try c.cross_attention_dim.perBlock(c.down_block_types.count, key: "cross_attention_dim")[0]
         print("LibTorch \(Torch.runtimeVersion), \(Torch.numThreads) threads, CPU")
 
         let buildStart = DispatchTime.now().uptimeNanoseconds
         let unet = try UNet2DConditionModel(c)
         let buildS = Double(DispatchTime.now().uptimeNanoseconds - buildStart) / 1e9
-        print(String(format: "config %@: %d parameters (%.1f M), built in %.2f s; batch %d, latent %d×%d, %d context token(s)",
-                     config, unet.parameterCount, Double(unet.parameterCount) / 1e6, buildS, batch, side, side, tokens))
+        print(String(format: "config %@: %d parameters (%.1f M), built in %.2f s; batch %d, latent %d×%d, %d context token(s); %d warm-up + %d timed steps",
+                     config, unet.parameterCount, Double(unet.parameterCount) / 1e6, buildS, batch, side, side, tokens,
+                     warmup, steps))
 
         let sample = try Tensor.randn([batch, c.in_channels, side, side])
         let context = try Tensor.randn([batch, tokens, crossDim])

@@ -173,6 +173,8 @@ int tc_argmax(tc_tensor t, int64_t dim, int has_dim, int keepdim, int is_min, tc
 int tc_norm(tc_tensor t, double p, const int64_t *dims, int ndims, int keepdim, tc_tensor *out);
 int tc_softmax(tc_tensor t, int64_t dim, int log, tc_tensor *out);
 int tc_cumsum(tc_tensor t, int64_t dim, tc_tensor *out);
+// Sorted values and their indices along dim (stable).
+int tc_sort(tc_tensor t, int64_t dim, int descending, tc_tensor *values, tc_tensor *indices);
 int tc_allclose(tc_tensor a, tc_tensor b, double rtol, double atol, int *out);
 
 // ---- neural-network functional ------------------------------------------------------------------

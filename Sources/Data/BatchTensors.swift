@@ -1,0 +1,81 @@
+// BatchTensors.swift — the thin last step of the data pipeline: sampler batches (Swift arrays) to
+// Torch tensors, and prefetchers that deliver tensors for the trainers.
+import Torch
+
+extension FloatBatch {
+    public func tensor() throws -> Tensor { try Tensor(values, shape: shape) }
+}
+
+/// A stage 1/2 batch as tensors (shapes as in `PairBatch`).
+public struct PairTensors: @unchecked Sendable {
+    public var step: Int
+    public var clipIDs: [String]
+    public var referenceIndices: [Int]
+    public var targetIndices: [Int]
+    public var reference: Tensor
+    public var target: Tensor
+    public var faceCrop: Tensor
+    public var motionInput: Tensor
+    public var referenceMotionInput: Tensor
+    public var faceMask: Tensor
+    public var localMask: Tensor
+    public var targetPose: Tensor?
+    public var targetKeypoints: Tensor?
+    public var referencePose: Tensor?
+    public var referenceKeypoints: Tensor?
+}
+
+/// A stage 3 batch as tensors (shapes as in `SequenceBatch`).
+public struct SequenceTensors: @unchecked Sendable {
+    public var step: Int
+    public var clipIDs: [String]
+    public var referenceIndices: [Int]
+    public var frameIndices: [[Int]]
+    public var reference: Tensor
+    public var referenceMotionInput: Tensor
+    public var frames: Tensor
+    public var faceCrop: Tensor
+    public var motionInput: Tensor
+    public var faceMask: Tensor
+    public var localMask: Tensor
+    public var pose: Tensor?
+    public var keypoints: Tensor?
+}
+
+extension PairBatch {
+    public func tensors() throws -> PairTensors {
+        PairTensors(step: step, clipIDs: clipIDs, referenceIndices: referenceIndices, targetIndices: targetIndices,
+                    reference: try reference.tensor(), target: try target.tensor(), faceCrop: try faceCrop.tensor(),
+                    motionInput: try motionInput.tensor(), referenceMotionInput: try referenceMotionInput.tensor(),
+                    faceMask: try faceMask.tensor(), localMask: try localMask.tensor(),
+                    targetPose: try targetPose?.tensor(), targetKeypoints: try targetKeypoints?.tensor(),
+                    referencePose: try referencePose?.tensor(), referenceKeypoints: try referenceKeypoints?.tensor())
+    }
+}
+
+extension SequenceBatch {
+    public func tensors() throws -> SequenceTensors {
+        SequenceTensors(step: step, clipIDs: clipIDs, referenceIndices: referenceIndices, frameIndices: frameIndices,
+                        reference: try reference.tensor(), referenceMotionInput: try referenceMotionInput.tensor(),
+                        frames: try frames.tensor(), faceCrop: try faceCrop.tensor(), motionInput: try motionInput.tensor(),
+                        faceMask: try faceMask.tensor(), localMask: try localMask.tensor(),
+                        pose: try pose?.tensor(), keypoints: try keypoints?.tensor())
+    }
+}
+
+extension PairSampler {
+    /// Tensors for steps startStep, startStep+1, … built in the background.
+    public func prefetcher(startStep: Int = 0, endStep: Int? = nil, capacity: Int = 4, workers: Int = 2) -> Prefetcher<PairTensors> {
+        Prefetcher(startStep: startStep, endStep: endStep, capacity: capacity, workers: workers) { [self] step in
+            try self.batch(step: step).tensors()
+        }
+    }
+}
+
+extension SequenceSampler {
+    public func prefetcher(startStep: Int = 0, endStep: Int? = nil, capacity: Int = 4, workers: Int = 2) -> Prefetcher<SequenceTensors> {
+        Prefetcher(startStep: startStep, endStep: endStep, capacity: capacity, workers: workers) { [self] step in
+            try self.batch(step: step).tensors()
+        }
+    }
+}

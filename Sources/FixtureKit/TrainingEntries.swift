@@ -1,0 +1,2 @@
+// TrainingEntries.swift (pending UNet3D)
+let trainingEntries: [FixtureEntry] = []

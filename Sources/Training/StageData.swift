@@ -1,0 +1,51 @@
+// StageData.swift — feeds a stage from the dataset's deterministic samplers through a background
+// prefetcher. Batch `i` is a pure function of (seed, i), so the trainer's data cursor is enough
+// to resume on exactly the same samples.
+import Data
+import Foundation
+import Logging
+import Torch
+
+final class PairFeed {
+    let sampler: PairSampler
+    let capacity: Int
+    private var prefetcher: Prefetcher<PairTensors>?
+    private var expected = -1
+
+    init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int) throws {
+        sampler = try PairSampler(dataset: dataset, config: config)
+        capacity = max(1, prefetch)
+    }
+
+    /// The batch with index `index`; sequential requests come from the prefetch queue.
+    func batch(_ index: Int) throws -> PairTensors {
+        if index != expected || prefetcher == nil {
+            prefetcher?.stop()
+            prefetcher = sampler.prefetcher(startStep: index, capacity: capacity, workers: 1)
+        }
+        guard let (step, b) = try prefetcher!.next() else { throw TrainingError.invalid("data stream ended at batch \(index)") }
+        guard step == index else { throw TrainingError.invalid("prefetcher returned batch \(step), wanted \(index)") }
+        expected = index + 1
+        return b
+    }
+
+    deinit { prefetcher?.stop() }
+}
+
+/// Sampler settings from the config's data section for a split.
+func samplerConfig(_ c: TrainingConfig, imageSize: Int, motionEncoderSize: Int, motionExtractorSize: Int,
+                   split: String, batchSize: Int, seed: UInt64) -> SamplerConfig {
+    SamplerConfig(imageSize: imageSize, motionEncoderSize: motionEncoderSize, motionExtractorSize: motionExtractorSize,
+                  sampleMargin: c.data.sample_margin, nSampleFrames: c.data.n_sample_frames, sampleRate: c.data.sample_rate,
+                  batchSize: batchSize, seed: seed, split: split)
+}
+
+/// Images in [-1, 1], (B, 3, H, W) → a grid image with one column per tensor and one row per sample.
+func gridImage(_ columns: [Tensor]) throws -> [UInt8] {
+    // (B,3,H,W) each → concat along width, then rows along height → (3, B·H, k·W)
+    let row = try Tensor.cat(columns.map { try $0.clamp(min: -1, max: 1) }, dim: 3)
+    let s = row.shape
+    let stacked = try row.permute([1, 0, 2, 3]).reshape([3, s[0] * s[2], s[3]])
+    let hwc = try ((stacked + 1) * 127.5).round().clamp(min: 0, max: 255).to(.uint8).permute([1, 2, 0]).contiguous()
+    return try hwc.toArray(UInt8.self)
+}

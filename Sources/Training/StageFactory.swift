@@ -1,0 +1,49 @@
+// StageFactory.swift — builds the stage a config names, and runs the checks `train` runs first.
+import Foundation
+import Logging
+
+public enum StageFactory {
+    /// Files the stage will read, with the config key that names each.
+    public static func requiredFiles(_ c: TrainingConfig) -> [(key: String, path: String)] {
+        var files: [(String, String)] = [("data.dataset", c.data.dataset)]
+        if case .object(let section) = c.stageSection {
+            for (k, v) in section.sorted(by: { $0.key < $1.key }) where k.hasSuffix("_checkpoint") || k.hasSuffix("_path") {
+                if let p = v.string, !p.isEmpty { files.append(("\(c.stage).\(k)", p)) }
+            }
+        }
+        return files
+    }
+
+    /// Everything `train` checks before it starts; throws listing every problem.
+    public static func validate(_ c: TrainingConfig, logger: Logger) throws {
+        var problems = c.problems(requiredFiles: requiredFiles(c))
+        // Decoding the stage's own sections strictly catches their unknown keys and types too.
+        do {
+            switch c.stage {
+            case "vae":
+                _ = try ConfigLoader.section(VAEStageSection.self, c.stageSection, name: "vae", file: c.sourcePath)
+            case "motion_extractor":
+                _ = try ConfigLoader.section(MotionExtractorStageSection.self, c.stageSection, name: "motion_extractor",
+                                             file: c.sourcePath)
+            case "stage1":
+                _ = try ConfigLoader.section(Stage1Section.self, c.stageSection, name: "stage1", file: c.sourcePath)
+            default:
+                problems.append("stage '\(c.stage)' is unknown")
+            }
+        } catch {
+            problems.append("\(error)")
+        }
+        if !problems.isEmpty {
+            throw ConfigError(file: c.sourcePath, "invalid config:\n  " + problems.joined(separator: "\n  "))
+        }
+    }
+
+    public static func make(_ c: TrainingConfig, logger: Logger) throws -> TrainingStage {
+        switch c.stage {
+        case "vae": return try VAEStage(config: c, logger: logger)
+        case "motion_extractor": return try MotionExtractorStage(config: c, logger: logger)
+        case "stage1": return try Stage1(config: c, logger: logger)
+        default: throw ConfigError(file: c.sourcePath, "stage '\(c.stage)' is unknown")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+// VAEStage.swift — trains the tiny AutoencoderKL of the embedded default on the synthetic data
+// (reconstruction MSE + KL), since the pretrained sd-vae-ft-mse cannot be downloaded here.
+import Data
+import Foundation
+import Logging
+import Media
+import Models
+import NN
+import Torch
+
+public struct VAEStageSection: Codable, Sendable {
+    public var kl_weight: Double = 1e-6
+    public var image_size: Int = 64
+    enum K: String, CodingKey, CaseIterable { case kl_weight, image_size }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(K.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: K.self)
+        kl_weight = try c.value(.kl_weight, default: 1e-6)
+        image_size = try c.value(.image_size, default: 64)
+    }
+}
+
+public final class VAEStage: TrainingStage {
+    public let vae: AutoencoderKL
+    let section: VAEStageSection
+    let feed: PairFeed
+    let valFeed: PairFeed
+    let config: TrainingConfig
+    public var batchSize: Int { config.data.train_bs }
+
+    public init(config: TrainingConfig, logger: Logger) throws {
+        self.config = config
+        section = try ConfigLoader.section(VAEStageSection.self, config.stageSection, name: "vae", file: config.sourcePath)
+        let vaeConfig = try ConfigLoader.section(AutoencoderKL.Config.self, config.model["vae"], name: "model.vae",
+                                                 file: config.sourcePath)
+        vae = try AutoencoderKL(vaeConfig)
+        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
+        let s = section.image_size
+        feed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
+                                                               motionExtractorSize: s, split: "train",
+                                                               batchSize: config.data.train_bs, seed: config.seed),
+                            prefetch: config.data.prefetch)
+        valFeed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
+                                                                  motionExtractorSize: s, split: "val",
+                                                                  batchSize: config.validation.num_samples,
+                                                                  seed: config.validation.seed), prefetch: 1)
+    }
+
+    public var savedModules: [(String, Module)] { [("vae", vae)] }
+    public var trainableParameters: [(String, Tensor)] { vae.namedParameters().map { ("vae.\($0.0)", $0.1) } }
+
+    public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
+        let x = try feed.batch(sample / batchSize).target
+        let posterior = try vae.encode(x)
+        let recon = try vae.decode(posterior.sample(generator: generator))
+        let mse = try F.mseLoss(recon, x)
+        let kl = try posterior.kl().mean()
+        return ["loss": try mse + kl * section.kl_weight, "rec_mse": mse, "kl": kl]
+    }
+
+    /// Reconstruction PSNR (images in [-1, 1], peak-to-peak 2) of the posterior mean on val frames.
+    public func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double] {
+        let x = try valFeed.batch(0).target
+        let recon = try vae.decode(vae.encode(x).mode()).clamp(min: -1, max: 1)
+        let mse = try F.mseLoss(recon, x).item()
+        let psnr = 10 * log10(4 / max(mse, 1e-12))
+        let s = x.shape
+        try ImageIO.write(RGBImage(width: 2 * s[3], height: s[0] * s[2], pixels: gridImage([x, recon])),
+                          to: directory.appendingPathComponent("reconstructions.png").path)
+        return ["psnr": psnr, "rec_mse": mse]
+    }
+}

@@ -1,0 +1,114 @@
+// TrainCommand.swift — `personalive train CONFIG [--resume latest|PATH] [--max-steps N]` and
+// `personalive config validate FILE`: the stage comes from the config.
+import ArgumentParser
+import Foundation
+import Logging
+import Torch
+import Training
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Check training configs.", subcommands: [Validate.self])
+
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run exactly the checks `train` runs before it starts (keys, types, values, referenced files).")
+        @Argument(help: "A training config (YAML).") var file: String
+        @OptionGroup var global: GlobalOptions
+
+        func run() throws {
+            let logger = try global.setUp(label: "config")
+            let config = try TrainingConfig.load(path: file)
+            try StageFactory.validate(config, logger: logger)
+            print("\(file): OK (stage \(config.stage), run \(config.run_name), \(config.solver.max_train_steps) steps)")
+        }
+    }
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "Train a stage from a config (vae, motion_extractor, stage1).")
+
+    @Argument(help: "A training config (YAML), e.g. Configs/tiny/stage1.yaml.") var config: String
+    @Option(help: "Resume from 'latest' (the newest complete checkpoint of this run) or a checkpoint folder.")
+    var resume: String?
+    @Option(help: "Stop after this many optimizer steps (default: solver.max_train_steps).") var maxSteps: Int?
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let logger = try global.setUp(label: "train")
+        let cfg = try TrainingConfig.load(path: config)
+        try StageFactory.validate(cfg, logger: logger)
+        if let threads = cfg.solver.threads, global.threads == nil { try Torch.setNumThreads(threads) }
+        try Torch.manualSeed(cfg.seed)
+        let stage = try StageFactory.make(cfg, logger: logger)
+        let trainer = try Trainer(config: cfg, stage: stage, logger: logger)
+        trainer.interrupt.installSignalHandlers()
+        let progress = ProgressReporter(logger: logger)
+        trainer.onEvent = progress.handle
+        let step = try trainer.run(maxSteps: maxSteps, resume: resume)
+        print("run: \(trainer.runDirectory.path) (metrics.jsonl, loss_curve.png, validation/)")
+        print("checkpoints: \(trainer.checkpoints.root.path)" + (trainer.checkpoints.latest().map { " (latest: \($0.lastPathComponent))" } ?? ""))
+        if trainer.interrupt.isSet {
+            print("interrupted at step \(step); resume with --resume latest")
+        }
+    }
+}
+
+/// A progress bar on a terminal (step/total, loss, lr, it/s, ETA); plain periodic lines otherwise.
+final class ProgressReporter {
+    let logger: Logger
+    let tty = isatty(STDERR_FILENO) != 0
+    var start = Date()
+    var startStep = 0
+    var lastLine = Date.distantPast
+
+    init(logger: Logger) { self.logger = logger }
+
+    func handle(_ e: TrainingEvent) {
+        switch e {
+        case .started(let s, let total, let from):
+            start = Date()
+            startStep = s
+            let note = from.map { " (resumed from \($0.path))" } ?? ""
+            logger.info("training steps \(s)→\(total)\(note)")
+        case .step(let r):
+            let done = r.step - startStep
+            let elapsed = Date().timeIntervalSince(start)
+            let rate = Double(done) / max(elapsed, 1e-9)
+            let eta = Double(r.totalSteps - r.step) / max(rate, 1e-9)
+            let loss = r.losses["loss"] ?? .nan
+            if tty {
+                let width = 28, filled = Int(Double(width) * Double(r.step) / Double(max(r.totalSteps, 1)))
+                let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+                let line = String(format: "\r%@ %d/%d loss %.4f lr %.2e %.2f it/s ETA %@ ", bar, r.step, r.totalSteps,
+                                  loss, r.lr, rate, formatDuration(eta))
+                FileHandle.standardError.write(Data(line.utf8))
+            } else if Date().timeIntervalSince(lastLine) > 10 || r.step == r.totalSteps {
+                lastLine = Date()
+                print(String(format: "step %d/%d loss %.5f lr %.3e grad_norm %.3f %.2f it/s ETA %@", r.step, r.totalSteps,
+                             loss, r.lr, r.gradNorm, rate, formatDuration(eta)))
+                fflush(stdout)
+            }
+        case .validation(let step, let metrics, let dir):
+            if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+            let m = metrics.keys.sorted().map { String(format: "%@ %.5g", $0, metrics[$0]!) }.joined(separator: ", ")
+            print("validation at step \(step): \(m) → \(dir.path)")
+        case .checkpoint(let step, let url):
+            if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+            logger.info("checkpoint at step \(step): \(url.path)")
+        case .interrupted(let step):
+            if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+            logger.notice("interrupted: checkpoint written at step \(step)")
+        case .finished(let step):
+            if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+            logger.info("finished at step \(step) in \(formatDuration(Date().timeIntervalSince(start)))")
+        }
+    }
+}
+
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    return t >= 3600 ? String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : String(format: "%d:%02d", t / 60, t % 60)
+}

@@ -1,0 +1,134 @@
+// PersonaLiveFrontManifestTests.swift — the full-size PoseGuider, motion encoder and motion
+// extractor, built with uninitialised storage, have exactly the state dicts PyTorch lists in
+// manifests/personalive_{pose_guider,motion_encoder,motion_extractor}.json: the same keys in the
+// same order, shapes, dtypes, count, state-dict total and parameter total.
+import Foundation
+import Testing
+import FixtureKit
+import Models
+import NN
+import Torch
+
+@Suite struct PersonaLiveFrontManifestTests {
+    /// $PERSONALIVE_FIXTURES, else ../shared/fixtures beside the package root (from this file's path).
+    static var fixturesRoot: URL {
+        if let env = ProcessInfo.processInfo.environment["PERSONALIVE_FIXTURES"], !env.isEmpty {
+            return URL(fileURLWithPath: env)
+        }
+        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+    }
+
+    struct Manifest {
+        let keys: [(key: String, shape: [Int], dtype: String)]
+        let numKeys: Int
+        let totalStateDictElements: Int
+        let totalParamCount: Int
+
+        init(_ file: String) throws {
+            let url = PersonaLiveFrontManifestTests.fixturesRoot.appendingPathComponent("manifests/\(file)")
+            let json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+            let rows = try #require(json["keys"] as? [[Any]], "\(file) has no keys list")
+            keys = try rows.map { row in
+                (try #require(row[0] as? String), try #require(row[1] as? [Int]), try #require(row[2] as? String))
+            }
+            numKeys = try #require(json["num_keys"] as? Int)
+            totalStateDictElements = try #require(json["total_state_dict_elements"] as? Int)
+            totalParamCount = try #require(json["total_param_count"] as? Int)
+        }
+    }
+
+    static func expectMatches(_ model: Module, _ file: String) throws {
+        let manifest = try Manifest(file)
+        let own = model.stateDict()
+        #expect(own.count == manifest.numKeys, "\(file): \(own.count) keys, manifest \(manifest.numKeys)")
+        #expect(manifest.keys.count == manifest.numKeys)
+        let total = own.reduce(0) { $0 + $1.1.numel }
+        #expect(total == manifest.totalStateDictElements, "\(file): state-dict elements")
+        #expect(model.parameterCount == manifest.totalParamCount, "\(file): parameter count")
+        let ownKeys = Set(own.map(\.0)), wantKeys = Set(manifest.keys.map(\.key))
+        #expect(ownKeys.subtracting(wantKeys).sorted() == [], "\(file): keys the manifest lacks")
+        #expect(wantKeys.subtracting(ownKeys).sorted() == [], "\(file): manifest keys the module lacks")
+        for (i, ((key, t), want)) in zip(own, manifest.keys).enumerated() {
+            #expect(key == want.key, "\(file): key #\(i) is \(key), manifest has \(want.key)")
+            #expect(t.shape == want.shape, "\(file): \(key) shape \(t.shape), manifest \(want.shape)")
+            #expect(t.dtype.description == want.dtype, "\(file): \(key) dtype \(t.dtype), manifest \(want.dtype)")
+        }
+    }
+
+    static var manifestsPresent: Bool {
+        FileManager.default.fileExists(atPath: fixturesRoot.appendingPathComponent("manifests/personalive_pose_guider.json").path)
+    }
+
+    @Test("PoseGuider matches personalive_pose_guider.json", .enabled(if: manifestsPresent))
+    func poseGuider() throws {
+        let m = try ParameterInit.uninitialized { try PoseGuider() }
+        try Self.expectMatches(m, "personalive_pose_guider.json")
+    }
+
+    @Test("MotionEncoder matches personalive_motion_encoder.json", .enabled(if: manifestsPresent))
+    func motionEncoder() throws {
+        let m = try ParameterInit.uninitialized { try MotionEncoder() }
+        try Self.expectMatches(m, "personalive_motion_encoder.json")
+    }
+
+    @Test("MotionExtractor matches personalive_motion_extractor.json", .enabled(if: manifestsPresent))
+    func motionExtractor() throws {
+        let m = try ParameterInit.uninitialized { try MotionExtractor() }
+        try Self.expectMatches(m, "personalive_motion_extractor.json")
+    }
+
+    /// The default configs are the reference sizes; shrunken ones keep the key layout.
+    @Test("front-end configs decode strictly and shrink")
+    func configs() throws {
+        let dec = JSONDecoder()
+        let me = try dec.decode(MotionExtractor.Config.self, from: Data(#"{"num_kp": 21, "backbone": "convnextv2_tiny (default)", "num_bins": 66}"#.utf8))
+        #expect(me == MotionExtractor.Config())
+        #expect(throws: (any Error).self) { try dec.decode(MotionExtractor.Config.self, from: Data(#"{"num_kps": 21}"#.utf8)) }
+        #expect(throws: (any Error).self) { try dec.decode(MotionEncoder.Config.self, from: Data(#"{"out_chan": 16}"#.utf8)) }
+        #expect(throws: (any Error).self) { try dec.decode(PoseGuider.Config.self, from: Data(#"{"block_out": [4]}"#.utf8)) }
+
+        let small = MotionEncoder.Config(image_size: 64, base_channels: 8, hourglass_depth: 2, attention_heads: 2,
+                                         attention_head_dim: 16, norm_num_groups: 4)
+        let enc = try MotionEncoder(small)
+        enc.eval()
+        let tokens = try Torch.noGrad { try enc(Tensor.rand([2, 3, 64, 64]) * 2 - 1) }
+        #expect(tokens.shape == [2, 32, 16])
+        let full = try ParameterInit.uninitialized { try MotionEncoder() }
+        #expect(enc.stateDict().map(\.0) == full.stateDict().map(\.0).filter { !$0.contains("b1_4") && !$0.contains("b2_4")
+            && !$0.contains("b3_4") && !$0.contains("b1_3") && !$0.contains("b2_3") && !$0.contains("b3_3") })
+
+        let ext = try MotionExtractor(MotionExtractor.Config(depths: [1, 1], dims: [8, 16]))
+        ext.eval()
+        let kp = try Torch.noGrad { try ext(Tensor.rand([2, 3, 64, 64])) }
+        #expect(kp.shape == [2, 21, 3])
+    }
+
+    /// Values from the case.json's numpy reference (python_reference), compared bit for bit.
+    @Test("splitmix64 weights formula matches the numpy reference")
+    func weightsFormula() {
+        let cases: [(k: Int, a: Double, b: Double, want: [Float])] = [
+            (1, 0.05, 0, [0x1.b44f0ep-6, -0x1.325afap-5, 0x1.4934acp-6, 0x1.b368b0p-7]),
+            (212, 0.1, 1, [0x1.01f0c6p+0, 0x1.0210fcp+0, 0x1.005534p+0]),
+            (5, 0.25, 1, [0x1.1b18f4p+0, 0x1.f10738p-1]),
+        ]
+        for c in cases {
+            let got = WeightsFormula.values(index: c.k, count: c.want.count, scale: c.a, offset: c.b)
+            #expect(got.map(\.bitPattern) == c.want.map(\.bitPattern), "k=\(c.k): \(got) vs \(c.want)")
+        }
+    }
+
+    /// Known rotation: 90° yaw maps the x axis onto −z for row vectors (k · R with R = (Rz·Ry·Rx)ᵀ).
+    @Test("rotation matrix and bins → degrees")
+    func rotation() throws {
+        let zero = try Tensor([Float(0)]), ninety = try Tensor([Float(90)])
+        let r = try Keypoints.rotationMatrix(pitch: zero, yaw: ninety, roll: zero)
+        let x = try Tensor([Float(1), 0, 0], shape: [1, 1, 3])
+        let v = try x.matmul(r).toArray(Float.self)
+        for (got, want) in zip(v, [Float(0), 0, -1]) { #expect(Swift.abs(got - want) < 1e-6, "\(v)") }
+        // Uniform logits: the mean bin 32.5 → 32.5·3 − 97.5 = 0 degrees.
+        let d = try Keypoints.degrees(Tensor.zeros([1, 66])).item()
+        #expect(Swift.abs(d) < 1e-4)
+    }
+}
