@@ -557,6 +557,12 @@ int tc_binary(int op, tc_tensor a, tc_tensor b, tc_tensor *out) {
 int tc_binary_scalar(int op, tc_tensor a, double s, int reverse, tc_tensor *out) {
   TC_TRY
   auto &x = T(a);
+  // pow has Scalar overloads (Python's `t ** 0.5` uses them; they dispatch 0.5 to sqrt, 2 to
+  // square …), so take the same kernels for the same numbers.
+  if (op == TC_B_POW) {
+    *out = wrap(reverse ? at::pow(at::Scalar(s), x) : at::pow(x, at::Scalar(s)));
+    return 0;
+  }
   // A 0-dim "wrapped number" keeps x's dtype under type promotion, as Python scalars do.
   auto sc = c10::scalar_to_tensor(at::Scalar(s), x.device());
   sc.unsafeGetTensorImpl()->set_wrapped_number(true);

@@ -144,8 +144,10 @@ enum H5 {
         return n > 0 ? String(cString: buf) : "unknown HDF5 error"
     }
 
+    /// Releases an id. The library closes every id itself when it shuts down at process exit, so
+    /// an owner released after that must not close its id again (HDF5 would print an error stack).
     static func close(_ id: hid_t) {
-        if id >= 0 { _ = H5Idec_ref(id) }
+        if id >= 0, H5Iis_valid(id) > 0 { _ = H5Idec_ref(id) }
     }
 
     /// Joins a group path and a member name.

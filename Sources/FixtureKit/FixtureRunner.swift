@@ -10,6 +10,8 @@ public struct OutputComparison: Sendable {
     public let maxAbsError: Double
     public let tolerance: Double
     public var relative = false
+    /// max |expected|, to judge an error in units of the reference's float32 spacing.
+    public var referenceScale = 0.0
     public var passed: Bool { maxAbsError <= tolerance }
 }
 
@@ -83,18 +85,18 @@ public struct FixtureRunner {
                 let spec = entry.tolerance?(c, key) ?? .absolute(c.tolerance(for: key))
                 var err = want.numel == 0 ? 0 : try got.maxAbsDiff(want)
                 var tol = 0.0, relative = false
+                let scale = want.numel == 0 ? 0 : try want.to(.float64).abs().amax().item()
                 switch spec {
                 case .absolute(let t): tol = t
                 case .exact: tol = 0
                 case .relative(let t):
                     tol = t
                     relative = true
-                    let scale = want.numel == 0 ? 0 : try want.to(.float64).abs().amax().item()
                     // An all-zero reference (a dropped branch's gradient) must be matched exactly.
                     err = scale > 0 ? err / scale : err
                 }
                 result.comparisons.append(OutputComparison(key: key, maxAbsError: err.isNaN ? .infinity : err,
-                                                           tolerance: tol, relative: relative))
+                                                           tolerance: tol, relative: relative, referenceScale: scale))
             }
             if !missing.isEmpty {
                 result.status = .fail

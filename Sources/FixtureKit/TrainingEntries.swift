@@ -1,2 +1,105 @@
-// TrainingEntries.swift (pending UNet3D)
-let trainingEntries: [FixtureEntry] = []
+// TrainingEntries.swift — fixture entries for whole training iterations (training/*): the
+// stage-1 step of train_stage1.py with the case's weights, inputs and injected random draws,
+// producing losses and gradients for each dropout variant.
+import Foundation
+import Models
+import NN
+import Torch
+
+/// Tolerances of the training cases: `*_maxabs` are absolute, `*_rel` relative, "exact" exact.
+@Sendable func trainingTolerance(_ c: FixtureCase, _ key: String) -> ToleranceSpec? {
+    let tol = c.json["tolerance"]
+    func abs(_ name: String) -> ToleranceSpec? { tol?[name]?.double.map { .absolute($0) } }
+    func rel(_ name: String) -> ToleranceSpec? { tol?[name]?.double.map { .relative($0) } }
+    if key == "out.noise" || key == "out.noisy_latents" { return abs("noise_noisy_maxabs") }
+    if key == "out.facial_mask" || key.hasPrefix("out.bank_keep_idx") { return .exact }
+    if key.hasSuffix(".model_pred") { return abs("model_pred_maxabs") }
+    if key.hasSuffix(".x0_pred") { return abs("x0_pred_maxabs") }
+    if key.hasSuffix(".loss") || key.hasSuffix(".loss_mse") || key.hasSuffix(".loss_local") { return rel("loss_rel") }
+    if key.contains(".grad.in.") { return rel("grad_in_rel") }
+    if key.contains(".grad_ref.") { return rel("grad_ref_rel") }
+    if key.contains(".grad.") { return rel("grad_rel") }
+    return nil
+}
+
+let trainingEntries: [FixtureEntry] = [
+    FixtureEntry([stage1CaseClass], tolerance: trainingTolerance) { c in try runStage1Step(c) },
+]
+
+let stage1CaseClass = "train_stage1.py one training iteration (stage 1, image-level hybrid motion training), latent-space part: noise + offset noise, uniform timestep, DDIMScheduler.add_noise, Net.forward (reference UNet writer + ReferenceAttentionControl.update(drop_ratio=0.3) + pose/motion dropout + UNet3DConditionModel reader), get_x0_from_eps, latent MSE + masked latent MSE, backward. PoseGuider / MotEncoder / LivePortrait / CLIP / VAE bypassed (their outputs are given)."
+
+func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
+    let cfg = c.config
+    let denoiser = try UNet3DConditionModel(cfg["denoising_unet"]!.decode(UNet3DConditionModel.Config.self))
+    try denoiser.load(from: c.weights("weights.safetensors"))
+    let reference = try UNet2DConditionModel(cfg["reference_unet"]!.decode(UNet2DConditionModel.Config.self),
+                                             withOutputLayers: false)
+    // The reference UNet of PersonaLive has no conv_norm_out/conv_out.
+    try reference.load(from: c.weights("weights_reference.safetensors"))
+    let control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full",
+                                                roundBankToFP16: true)
+    var schedulerConfig = try (cfg["scheduler"] ?? .object([:])).decode(DDIMScheduler.Config.self)
+    schedulerConfig.num_train_timesteps = 1000
+    let scheduler = try DDIMScheduler(schedulerConfig)
+    var step = HybridMotionStep(denoiser: denoiser, reference: reference, control: control, scheduler: scheduler)
+    step.noiseOffset = cfg["noise_offset"]?.double ?? 0.05
+    step.bankDropRatio = cfg["bank_drop_ratio"]?.double ?? 0.3
+    step.lossWeights = (cfg["loss_weights"]?["loss_mse"]?.double ?? 1, cfg["loss_weights"]?["loss_local"]?.double ?? 1)
+    denoiser.train()
+    reference.train()
+
+    var out: [String: Tensor] = [:]
+    let bankKeys = c.inputKeys.filter { $0.hasPrefix("in.bank_rand.block") }.sorted {
+        Int($0.dropFirst("in.bank_rand.block".count))! < Int($1.dropFirst("in.bank_rand.block".count))!
+    }
+    let draws = try bankKeys.map { try c.input($0) }
+    let keepFraction = 1 - step.bankDropRatio
+    for (j, d) in draws.enumerated() {
+        let keep = Int(Double(d.shape[1]) * keepFraction)
+        out["out.bank_keep_idx.block\(j)"] = try d.argsort(dim: 1).narrow(1, start: 0, length: keep)
+    }
+    let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
+    let refGradKeys = (cfg["grad_ref_param_keys"]?.array ?? [.string("conv_in.weight")]).compactMap(\.string)
+    let variants = cfg["variants"]?.object ?? [:]
+    let denoiserParams = Dictionary(denoiser.namedParameters(), uniquingKeysWith: { a, _ in a })
+    let referenceParams = Dictionary(reference.namedParameters(), uniquingKeysWith: { a, _ in a })
+
+    try Torch.withGradEnabled(true) {
+        for (name, v) in variants.sorted(by: { $0.key < $1.key }) {
+            for p in denoiserParams.values { try p.setGrad(nil) }
+            for p in referenceParams.values { try p.setGrad(nil) }
+            let pose = try c.input("pose_fea").requiresGrad_()
+            let motion = try c.input("motion").requiresGrad_()
+            let inputs = HybridMotionInputs(
+                referenceLatent: try c.input("ref_latent"), targetLatent: try c.input("tgt_latent"),
+                clip: try c.input("clip_embeds"), poseFeatures: pose, motion: motion,
+                faceMask: try c.input("face_mask"), localMask: try c.input("local_mask"))
+            let flags = (v["uncond_fwd"] == .bool(true), v["pose_dropped"] == .bool(true), v["motion_dropped"] == .bool(true))
+            let d = HybridMotionDraws(noise: try c.input("noise"), noiseOffset: try c.input("noise_offset_randn"),
+                                      timesteps: try c.input("timesteps"), bankDraws: draws, uncond: flags.0,
+                                      dropPose: flags.1, dropMotion: flags.2)
+            let r = try step(inputs, draws: d)
+            try r.loss.backward()
+            out["out.noise"] = try r.noise.detach()
+            out["out.noisy_latents"] = try r.noisyLatents.detach()
+            out["out.facial_mask"] = try r.facialMask.detach()
+            out["out.\(name).model_pred"] = try r.modelPred.detach()
+            out["out.\(name).x0_pred"] = try r.x0.detach()
+            out["out.\(name).loss_mse"] = try r.lossMSE.detach().reshape([1])
+            out["out.\(name).loss_local"] = try r.lossLocal.detach().reshape([1])
+            out["out.\(name).loss"] = try r.loss.detach().reshape([1])
+            func gradOrZeros(_ t: Tensor) throws -> Tensor { try t.grad ?? Tensor.zeros(t.shape) }
+            for k in gradKeys {
+                guard let p = denoiserParams[k] else { throw FixtureError("denoiser has no parameter \(k)") }
+                out["out.\(name).grad.\(k)"] = try gradOrZeros(p)
+            }
+            for k in refGradKeys {
+                guard let p = referenceParams[k] else { throw FixtureError("reference UNet has no parameter \(k)") }
+                out["out.\(name).grad_ref.\(k)"] = try gradOrZeros(p)
+            }
+            out["out.\(name).grad.in.pose_fea"] = try gradOrZeros(pose)
+            out["out.\(name).grad.in.motion"] = try gradOrZeros(motion)
+        }
+    }
+    return out
+}

@@ -65,8 +65,11 @@ public func editDistance(_ a: String, _ b: String) -> Int {
 extension KeyedDecodingContainer {
     /// The value, or `fallback` when the key is absent. An explicit null decodes as nil for
     /// optional types (so `"temb_channels": null` differs from a missing key).
+    /// A null for a non-optional value means "the default" (YAML writes `key:` or `key: ""` as
+    /// null in some emitters).
     public func value<T: Decodable>(_ key: Key, default fallback: T) throws -> T {
         guard contains(key) else { return fallback }
+        if !(T.self is ExpressibleByNilLiteral.Type), try decodeNil(forKey: key) { return fallback }
         return try decode(T.self, forKey: key)
     }
 }

@@ -36,6 +36,7 @@ public final class MotionExtractorStage: TrainingStage {
     let valFeed: PairFeed
     let config: TrainingConfig
     public var batchSize: Int { config.data.train_bs }
+    public var dataWaitSeconds: Double { feed.waitSeconds }
 
     public init(config: TrainingConfig, logger: Logger) throws {
         self.config = config
@@ -49,15 +50,8 @@ public final class MotionExtractorStage: TrainingStage {
             throw TrainingError.invalid("\(config.data.dataset): the motion-extractor stage needs ground-truth "
                                         + "pose and keypoints in every clip (dataset synth writes them)")
         }
-        let s = section.image_size
-        feed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
-                                                               motionExtractorSize: s, split: "train",
-                                                               batchSize: config.data.train_bs, seed: config.seed),
-                            prefetch: config.data.prefetch)
-        valFeed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
-                                                                  motionExtractorSize: s, split: "val",
-                                                                  batchSize: max(8, config.validation.num_samples),
-                                                                  seed: config.validation.seed), prefetch: 1)
+        (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
+                                          valBatch: max(8, config.validation.num_samples))
     }
 
     public var savedModules: [(String, Module)] { [("motion_extractor", extractor)] }

@@ -11,6 +11,8 @@ final class PairFeed {
     let capacity: Int
     private var prefetcher: Prefetcher<PairTensors>?
     private var expected = -1
+    /// Seconds callers spent blocked on `batch` (0 when the prefetcher keeps ahead).
+    private(set) var waitSeconds = 0.0
 
     init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int) throws {
         sampler = try PairSampler(dataset: dataset, config: config)
@@ -23,6 +25,8 @@ final class PairFeed {
             prefetcher?.stop()
             prefetcher = sampler.prefetcher(startStep: index, capacity: capacity, workers: 1)
         }
+        let t0 = Date()
+        defer { waitSeconds += Date().timeIntervalSince(t0) }
         guard let (step, b) = try prefetcher!.next() else { throw TrainingError.invalid("data stream ended at batch \(index)") }
         guard step == index else { throw TrainingError.invalid("prefetcher returned batch \(step), wanted \(index)") }
         expected = index + 1
@@ -30,6 +34,22 @@ final class PairFeed {
     }
 
     deinit { prefetcher?.stop() }
+}
+
+/// The train feed (config seed, data.train_bs) and the val feed (validation seed and size) of a
+/// stage, at the given image sizes.
+func stageFeeds(_ c: TrainingConfig, dataset: DatasetReader, imageSize: Int, motionEncoderSize: Int? = nil,
+                motionExtractorSize: Int? = nil, valBatch: Int? = nil) throws -> (train: PairFeed, val: PairFeed) {
+    let me = motionEncoderSize ?? imageSize, mx = motionExtractorSize ?? imageSize
+    let train = try PairFeed(dataset: dataset, config: samplerConfig(c, imageSize: imageSize, motionEncoderSize: me,
+                                                                     motionExtractorSize: mx, split: "train",
+                                                                     batchSize: c.data.train_bs, seed: c.seed),
+                             prefetch: c.data.prefetch)
+    let val = try PairFeed(dataset: dataset, config: samplerConfig(c, imageSize: imageSize, motionEncoderSize: me,
+                                                                   motionExtractorSize: mx, split: "val",
+                                                                   batchSize: valBatch ?? c.validation.num_samples,
+                                                                   seed: c.validation.seed), prefetch: 1)
+    return (train, val)
 }
 
 /// Sampler settings from the config's data section for a split.

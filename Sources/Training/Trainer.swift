@@ -33,6 +33,12 @@ public protocol TrainingStage: AnyObject {
     func losses(sample: Int, generator: Generator) throws -> [String: Tensor]
     /// Runs validation and writes its files under `directory`; returns scalar metrics.
     func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double]
+    /// Seconds spent so far waiting for batches (a prefetcher that keeps up keeps this near 0).
+    var dataWaitSeconds: Double { get }
+}
+
+extension TrainingStage {
+    public var dataWaitSeconds: Double { 0 }
 }
 
 /// What the trainer reports while it runs (the CLI renders it as a progress bar or lines).
@@ -187,13 +193,16 @@ public final class Trainer {
             if let url {
                 step = try restore(from: url)
                 resumedFrom = url
-                try metrics.truncate(after: step)
                 logger.info("resumed from \(url.path) at step \(step)")
             }
-        } else {
-            try metrics.truncate(after: -1)
         }
+        // Lines past the restored step were written by a run that died before its next checkpoint.
+        try metrics.truncate(after: resumedFrom == nil ? -1 : step)
         onEvent(.started(startStep: step, totalSteps: total, resumedFrom: resumedFrom))
+        // A fresh run validates once before training, so its report has a step-0 baseline.
+        if resumedFrom == nil, step == 0, config.validation.validation_steps > 0, total > 0 {
+            try validate(step: 0, metrics: metrics)
+        }
 
         let accum = max(1, config.solver.gradient_accumulation_steps)
         let clip = config.solver.max_grad_norm
@@ -209,6 +218,7 @@ public final class Trainer {
             try optimizer.setLearningRate(schedule.learningRate(at: step))
             var sums: [String: Double] = [:]
             var tForward = 0.0, tBackward = 0.0
+            let wait0 = stage.dataWaitSeconds
             for micro in 0..<accum {
                 let tf = Date()
                 let terms = try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
@@ -229,6 +239,7 @@ public final class Trainer {
             try optimizer.zeroGrad()
             try ema?.step(params)
             let tOpt = Date().timeIntervalSince(to)
+            let tData = stage.dataWaitSeconds - wait0
             step += 1
             let dt = Date().timeIntervalSince(t0)
             let lr = schedule.learningRate(at: step - 1)
@@ -238,7 +249,8 @@ public final class Trainer {
             try metrics.append(record)
             onEvent(.step(StepReport(step: step, totalSteps: total, losses: sums, lr: lr, gradNorm: gradNorm,
                                      stepTime: dt, samplesPerSecond: Double(samplesPerStep) / max(dt, 1e-9),
-                                     timing: ["data+forward": tForward, "backward": tBackward, "optimizer": tOpt])))
+                                     timing: ["data": tData, "forward": tForward - tData, "backward": tBackward,
+                                              "optimizer": tOpt])))
 
             let v = config.validation.validation_steps
             if v > 0, step % v == 0 || step == total { try validate(step: step, metrics: metrics) }

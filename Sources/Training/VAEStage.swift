@@ -28,6 +28,7 @@ public final class VAEStage: TrainingStage {
     let valFeed: PairFeed
     let config: TrainingConfig
     public var batchSize: Int { config.data.train_bs }
+    public var dataWaitSeconds: Double { feed.waitSeconds }
 
     public init(config: TrainingConfig, logger: Logger) throws {
         self.config = config
@@ -35,16 +36,8 @@ public final class VAEStage: TrainingStage {
         let vaeConfig = try ConfigLoader.section(AutoencoderKL.Config.self, config.model["vae"], name: "model.vae",
                                                  file: config.sourcePath)
         vae = try AutoencoderKL(vaeConfig)
-        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
-        let s = section.image_size
-        feed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
-                                                               motionExtractorSize: s, split: "train",
-                                                               batchSize: config.data.train_bs, seed: config.seed),
-                            prefetch: config.data.prefetch)
-        valFeed = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
-                                                                  motionExtractorSize: s, split: "val",
-                                                                  batchSize: config.validation.num_samples,
-                                                                  seed: config.validation.seed), prefetch: 1)
+        (feed, valFeed) = try stageFeeds(config, dataset: DatasetReader(path: config.data.dataset, logger: logger),
+                                          imageSize: section.image_size)
     }
 
     public var savedModules: [(String, Module)] { [("vae", vae)] }

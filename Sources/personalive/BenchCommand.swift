@@ -7,7 +7,8 @@ import Torch
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (print ratios against a baseline measured in the same run).",
-        subcommands: [Ops.self, BenchUNetCommand.self, BenchLoaderCommand.self])
+        subcommands: [Ops.self, BenchUNetCommand.self, BenchDenoiserCommand.self, BenchLoaderCommand.self,
+                      BenchTrainCommand.self])
 
     struct Ops: ParsableCommand {
         static let configuration = CommandConfiguration(

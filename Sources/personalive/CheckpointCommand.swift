@@ -6,7 +6,7 @@ import Torch
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint", abstract: "Inspect, import and export weight files.",
-        subcommands: [Inspect.self, CheckpointImportCommand.self])
+        subcommands: [Inspect.self, CheckpointImportCommand.self, CheckpointExportCommand.self])
 
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(

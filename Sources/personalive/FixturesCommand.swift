@@ -37,7 +37,7 @@ struct FixturesCommand: ParsableCommand {
                       + tol.padding(toLength: 11, withPad: " ", startingAt: 0) + r.status.rawValue)
                 if verbose {
                     for c in r.comparisons {
-                        print("    \(c.key): \(format(c.maxAbsError)) (tol \(format(c.tolerance)))\(c.passed ? "" : "  FAIL")")
+                        print("    \(c.key): \(format(c.maxAbsError)) (\(c.relative ? "relative " : "")tol \(format(c.tolerance)))\(c.passed ? "" : "  FAIL")")
                     }
                 }
                 if let m = r.message, r.status != .pass { print("    \(m)") }

@@ -16,11 +16,28 @@ import Testing
         }.map(\.path)
     }
 
+    /// Cases whose tolerance is below what float32 can resolve against a reference computed with
+    /// a different math library. They are held to a bound in float32 units instead (and reported
+    /// as FAIL by `fixtures check`, which keeps the case's own tolerance).
+    static let knownDeviations: [String: (ulps: Double, why: String)] = [
+        "ddim_personalive": (4, "x0 reaches |324| at t=999, where one float32 step is 3.05e-5 > the 1e-5 tolerance; "
+                             + "the reference's sqrt(alphā) is 1 ulp above the correctly rounded value (MKL VML), "
+                             + "ours is correctly rounded"),
+    ]
+
     @Test("every registered fixture case passes", arguments: registeredCases())
     func registeredCasePasses(path: String) {
         let r = runner.run(directory: URL(fileURLWithPath: path))
+        #expect(!r.comparisons.isEmpty, "\(r.name): \(r.message ?? "")")
+        if let known = Self.knownDeviations[r.name], r.status == .fail {
+            for c in r.comparisons where !c.passed {
+                // float32 spacing at the reference's largest magnitude
+                let ulp = c.referenceScale * pow(2, -23)
+                #expect(c.maxAbsError <= known.ulps * ulp, "\(r.name) \(c.key): \(c.maxAbsError) > \(known.ulps) ulp (\(ulp))")
+            }
+            return
+        }
         #expect(r.status == .pass, "\(r.name): \(r.message ?? "") \(r.comparisons.map { "\($0.key)=\($0.maxAbsError)" })")
-        #expect(!r.comparisons.isEmpty)
     }
 
     @Test("the Foundation cases are found, registered and pass")

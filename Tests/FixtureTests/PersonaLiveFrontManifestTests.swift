@@ -10,55 +10,17 @@ import NN
 import Torch
 
 @Suite struct PersonaLiveFrontManifestTests {
-    /// $PERSONALIVE_FIXTURES, else ../shared/fixtures beside the package root (from this file's path).
-    static var fixturesRoot: URL {
-        if let env = ProcessInfo.processInfo.environment["PERSONALIVE_FIXTURES"], !env.isEmpty {
-            return URL(fileURLWithPath: env)
-        }
-        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
-    }
-
-    struct Manifest {
-        let keys: [(key: String, shape: [Int], dtype: String)]
-        let numKeys: Int
-        let totalStateDictElements: Int
-        let totalParamCount: Int
-
-        init(_ file: String) throws {
-            let url = PersonaLiveFrontManifestTests.fixturesRoot.appendingPathComponent("manifests/\(file)")
-            let json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-            let rows = try #require(json["keys"] as? [[Any]], "\(file) has no keys list")
-            keys = try rows.map { row in
-                (try #require(row[0] as? String), try #require(row[1] as? [Int]), try #require(row[2] as? String))
-            }
-            numKeys = try #require(json["num_keys"] as? Int)
-            totalStateDictElements = try #require(json["total_state_dict_elements"] as? Int)
-            totalParamCount = try #require(json["total_param_count"] as? Int)
-        }
-    }
-
+    /// Keys in order, shapes and dtypes; the listed and own key counts against num_keys; the
+    /// state-dict element and parameter totals.
     static func expectMatches(_ model: Module, _ file: String) throws {
         let manifest = try Manifest(file)
-        let own = model.stateDict()
-        #expect(own.count == manifest.numKeys, "\(file): \(own.count) keys, manifest \(manifest.numKeys)")
-        #expect(manifest.keys.count == manifest.numKeys)
-        let total = own.reduce(0) { $0 + $1.1.numel }
-        #expect(total == manifest.totalStateDictElements, "\(file): state-dict elements")
-        #expect(model.parameterCount == manifest.totalParamCount, "\(file): parameter count")
-        let ownKeys = Set(own.map(\.0)), wantKeys = Set(manifest.keys.map(\.key))
-        #expect(ownKeys.subtracting(wantKeys).sorted() == [], "\(file): keys the manifest lacks")
-        #expect(wantKeys.subtracting(ownKeys).sorted() == [], "\(file): manifest keys the module lacks")
-        for (i, ((key, t), want)) in zip(own, manifest.keys).enumerated() {
-            #expect(key == want.key, "\(file): key #\(i) is \(key), manifest has \(want.key)")
-            #expect(t.shape == want.shape, "\(file): \(key) shape \(t.shape), manifest \(want.shape)")
-            #expect(t.dtype.description == want.dtype, "\(file): \(key) dtype \(t.dtype), manifest \(want.dtype)")
-        }
+        manifest.expectMatch(model, dtypes: true)
+        #expect(manifest.entries.count == (try manifest.int("num_keys")), "\(file): listed keys vs num_keys")
+        try manifest.expectTotals(of: model)
     }
 
     static var manifestsPresent: Bool {
-        FileManager.default.fileExists(atPath: fixturesRoot.appendingPathComponent("manifests/personalive_pose_guider.json").path)
+        FileManager.default.fileExists(atPath: TestPaths.fixtures.appendingPathComponent("manifests/personalive_pose_guider.json").path)
     }
 
     @Test("PoseGuider matches personalive_pose_guider.json", .enabled(if: manifestsPresent))

@@ -11,42 +11,6 @@ import Torch
 @Suite struct PersonaLiveTemporalTests {
     // MARK: manifests
 
-    struct Manifest {
-        let json: [String: Any]
-        let entries: [(key: String, shape: [Int])]
-
-        init(_ file: String) throws {
-            let url = TestPaths.fixtures.appendingPathComponent("manifests/\(file)")
-            json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-            let list = try #require(json["keys"] as? [[Any]], "\(file) has no keys list")
-            entries = try list.map { row in (try #require(row[0] as? String), try #require(row[1] as? [Int])) }
-        }
-
-        func int(_ key: String) throws -> Int { try #require(json[key] as? Int, "manifest has no \(key)") }
-
-        func filtered(_ contains: String) -> [(key: String, shape: [Int])] {
-            entries.filter { $0.key.contains(contains) }
-        }
-    }
-
-    /// Same keys, shapes, order and element total as `want`.
-    static func compare(_ own: [(String, Tensor)], with want: [(key: String, shape: [Int])],
-                        sourceLocation: SourceLocation = #_sourceLocation) {
-        let got = own.map { (key: $0.0, shape: $0.1.shape) }
-        #expect(got.count == want.count, sourceLocation: sourceLocation)
-        let gotKeys = Set(got.map(\.key)), wantKeys = Set(want.map(\.key))
-        #expect(gotKeys.subtracting(wantKeys).sorted().isEmpty, "keys the manifest lacks", sourceLocation: sourceLocation)
-        #expect(wantKeys.subtracting(gotKeys).sorted().isEmpty, "manifest keys the model lacks",
-                sourceLocation: sourceLocation)
-        let wantShapes = Dictionary(uniqueKeysWithValues: want.map { ($0.key, $0.shape) })
-        let mismatched = got.filter { entry in wantShapes[entry.key].map { $0 != entry.shape } ?? false }
-        #expect(mismatched.isEmpty, "shape mismatches: \(mismatched.prefix(5))", sourceLocation: sourceLocation)
-        #expect(got.map(\.key) == want.map(\.key), "registration order", sourceLocation: sourceLocation)
-        let gotTotal = got.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        let wantTotal = want.reduce(0) { $0 + $1.shape.reduce(1, *) }
-        #expect(gotTotal == wantTotal, sourceLocation: sourceLocation)
-    }
-
     /// The modules a full-size SD-1.5 denoising UNet holds under `<stage>.<name>.N`, in the
     /// state-dict order of the reference (down blocks, up blocks, mid block): two per down block,
     /// three per up block, one in the mid block.
@@ -76,10 +40,8 @@ import Torch
             try StageModules(name: "temporal_modules", config: .personaliveTemporal)
         }
         #expect(model.modules.count == 21)
-        Self.compare(model.stateDict(), with: manifest.entries)
-        #expect(model.stateDict().count == (try manifest.int("num_keys")))
-        #expect(model.stateDict().reduce(0) { $0 + $1.1.numel } == (try manifest.int("total_state_dict_elements")))
-        #expect(model.parameterCount == (try manifest.int("total_param_count")))
+        manifest.expectMatch(model)
+        try manifest.expectTotals(of: model)
     }
 
     @Test("21 motion modules match the motion_modules keys of the denoising UNet manifest")
@@ -88,7 +50,8 @@ import Torch
         let model = try ParameterInit.uninitialized {
             try StageModules(name: "motion_modules", config: .personaliveMotion)
         }
-        Self.compare(model.stateDict(), with: manifest.filtered(".motion_modules."))
+        ManifestComparison(model.stateDict(), with: manifest.entries(containing: ".motion_modules."))
+            .expectMatch("motion_modules of \(manifest.file)")
         #expect(model.namedBuffers().isEmpty)  // no positional encoding in the spatial blocks
     }
 
@@ -130,10 +93,8 @@ import Torch
     func discriminatorManifest() throws {
         let manifest = try Manifest("stylegan2_discriminator_512.json")
         let d = try ParameterInit.uninitialized { try StyleGAN2Discriminator() }
-        Self.compare(d.stateDict(), with: manifest.entries)
-        #expect(d.stateDict().count == (try manifest.int("num_keys")))
-        #expect(d.stateDict().reduce(0) { $0 + $1.1.numel } == (try manifest.int("total_state_dict_elements")))
-        #expect(d.parameterCount == (try manifest.int("total_param_count")))
+        manifest.expectMatch(d)
+        try manifest.expectTotals(of: d)
     }
 
     @Test("Discriminator losses: G and D are softplus of the logits; gradients reach the fake image")

@@ -9,43 +9,11 @@ import NN
 import Torch
 
 @Suite struct VAEClipManifestTests {
-    struct Manifest {
-        let json: [String: Any]
-        let stateDict: [(String, [Int])]
-
-        init(_ file: String) throws {
-            let url = TestPaths.fixtures.appendingPathComponent("manifests").appendingPathComponent(file)
-            json = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-            let rows = try #require(json["state_dict"] as? [[Any]])
-            stateDict = try rows.map { (try #require($0[0] as? String), try #require($0[1] as? [Int])) }
-        }
-
-        var constructorConfig: JSONValue {
-            get throws {
-                let data = try JSONSerialization.data(withJSONObject: try #require(json["constructor_config"]))
-                return try JSONDecoder().decode(JSONValue.self, from: data)
-            }
-        }
-    }
-
     /// Same keys in the same order, same shapes, same count and parameter totals (overall and per
     /// top-level module); every difference is listed.
     func expectMatches(_ module: Module, _ m: Manifest) throws {
-        let ours = module.stateDict().map { ($0.0, $0.1.shape) }
-        let want = Dictionary(uniqueKeysWithValues: m.stateDict)
-        let have = Dictionary(uniqueKeysWithValues: ours)
-        let missing = m.stateDict.map(\.0).filter { have[$0] == nil }
-        let extra = ours.map(\.0).filter { want[$0] == nil }
-        let mismatched = ours.filter { want[$0.0] != nil && want[$0.0] != $0.1 }.map { "\($0.0): \($0.1) vs \(want[$0.0]!)" }
-        #expect(missing.isEmpty, "missing: \(missing)")
-        #expect(extra.isEmpty, "unexpected: \(extra)")
-        #expect(mismatched.isEmpty, "shapes: \(mismatched)")
-        #expect(ours.count == m.stateDict.count)
-        #expect(ours.map(\.0) == m.stateDict.map(\.0), "state_dict order differs")
-        #expect(ours.count == (m.json["num_state_dict_keys"] as? Int))
-        #expect(module.parameterCount == (m.json["total_parameters"] as? Int))
-        let total = ours.reduce(0) { $0 + $1.1.reduce(1, *) }
-        #expect(total == (m.json["total_state_dict_elements"] as? Int))
+        m.expectMatch(module)
+        try m.expectTotals(of: module, numKeys: "num_state_dict_keys", parameters: "total_parameters")
         let byTop = try #require(m.json["parameters_by_top_level_module"] as? [String: Int])
         for (prefix, count) in byTop {
             let n = module.namedParameters().filter { $0.0.hasPrefix(prefix + ".") }.reduce(0) { $0 + $1.1.numel }
@@ -55,8 +23,8 @@ import Torch
 
     @Test("VAEClip: full-size AutoencoderKL matches the sd-vae-ft-mse manifest")
     func vaeManifest() throws {
-        let m = try Manifest("sd_vae_ft_mse.json")
-        let config = try m.constructorConfig.decode(AutoencoderKL.Config.self)
+        let m = try Manifest("sd_vae_ft_mse.json", listKey: "state_dict")
+        let config = try m.config(AutoencoderKL.Config.self, field: "constructor_config")
         #expect(config == .sdVAE)
         let vae = try ParameterInit.uninitialized { try AutoencoderKL(config) }
         try expectMatches(vae, m)
@@ -65,13 +33,13 @@ import Torch
 
     @Test("VAEClip: full-size CLIP ViT-L/14 vision tower matches the manifest (no position_ids)")
     func clipManifest() throws {
-        let m = try Manifest("clip_vit_l14_vision_with_projection.json")
-        let config = try m.constructorConfig.decode(CLIPVisionModelWithProjection.Config.self)
+        let m = try Manifest("clip_vit_l14_vision_with_projection.json", listKey: "state_dict")
+        let config = try m.config(CLIPVisionModelWithProjection.Config.self, field: "constructor_config")
         #expect(config == .vitL14)
         let clip = try ParameterInit.uninitialized { try CLIPVisionModelWithProjection(config) }
         try expectMatches(clip, m)
         // position_ids is non-persistent in transformers 4.36: absent from manifest and state dict.
-        #expect(!m.stateDict.contains { $0.0.hasSuffix("position_ids") })
+        #expect(!m.entries.contains { $0.key.hasSuffix("position_ids") })
         #expect(!clip.stateDict().contains { $0.0.hasSuffix("position_ids") })
     }
 

@@ -107,7 +107,10 @@ func losses(_ dir: URL) -> [Double] {
         // keep_last = 2: only the two newest checkpoints remain
         let cps = CheckpointManager(root: dir.appendingPathComponent("Checkpoints/reg"), keepLast: 2).list().map(\.step)
         #expect(cps == [25, 30])
-        let record = try #require(MetricsLog.read(run.appendingPathComponent("metrics.jsonl")).first)
+        let records = MetricsLog.read(run.appendingPathComponent("metrics.jsonl"))
+        // A fresh run validates at step 0 first; then one record per step.
+        #expect(records.first?["validation"] as? Bool == true && records.first?["step"] as? Int == 0)
+        let record = try #require(records.first { $0["validation"] == nil })
         for key in ["step", "loss", "mse", "l1", "lr", "grad_norm", "step_time", "samples_per_s"] {
             #expect(record[key] != nil, "metrics.jsonl lacks \(key)")
         }

@@ -121,6 +121,11 @@ public func storedDType(of key: String, in source: StateDictSource) -> DType? {
 
 public enum CheckpointKind: String, CaseIterable, Sendable {
     case unet, vae, clip
+    // PersonaLive's modules: imported by PersonaLiveCheckpointImporter (PersonaLiveCheckpoints.swift),
+    // which `run` hands them to (by --kind or by the released file name).
+    case denoisingUNet = "denoising_unet", referenceUNet = "reference_unet", poseGuider = "pose_guider",
+         motionEncoder = "motion_encoder", motionExtractor = "motion_extractor", temporalModule = "temporal_module",
+         discriminator
 
     /// The output file's base name.
     public var defaultName: String {
@@ -128,6 +133,7 @@ public enum CheckpointKind: String, CaseIterable, Sendable {
         case .unet: return "unet"
         case .vae: return "vae"
         case .clip: return "image_encoder"
+        default: return rawValue
         }
     }
 
@@ -137,6 +143,7 @@ public enum CheckpointKind: String, CaseIterable, Sendable {
         case .unet: return "UNet2DConditionModel"
         case .vae: return "AutoencoderKL"
         case .clip: return "CLIPVisionModelWithProjection"
+        default: return personaLiveClassName
         }
     }
 
@@ -214,8 +221,14 @@ public struct CheckpointImporter {
         public let usedDefaultConfig: Bool
     }
 
-    /// Converts `source` into `outputDirectory` (see the file header).
+    /// Converts `source` into `outputDirectory` (see the file header). PersonaLive kinds (given,
+    /// or told by a released file name such as `denoising_unet.pth`) go to PersonaLiveCheckpointImporter.
     public func run(source: String, outputDirectory: String) throws -> Result {
+        if let k = kind ?? CheckpointKind(personaLiveFileName: source), k.isPersonaLive {
+            return try PersonaLiveCheckpointImporter(kind: k, configPath: configPath, outputDType: outputDType,
+                                                     name: name, overwrite: overwrite)
+                .importCheckpoint(source: source, outputDirectory: outputDirectory).result
+        }
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: source, isDirectory: &isDir) else { throw TorchError("\(source): no such file or folder") }
@@ -357,6 +370,8 @@ public struct CheckpointImporter {
             let withOutput = keys.contains("conv_out.weight")
             let m = try ParameterInit.uninitialized { try UNet2DConditionModel(c, withOutputLayers: withOutput) }
             return Built(module: m, config: try asJSON(c), currentToSource: identity, ignoreUnexpected: [])
+        default:
+            throw TorchError("\(kind.rawValue) checkpoints are imported by PersonaLiveCheckpointImporter")
         }
     }
 
@@ -365,11 +380,11 @@ public struct CheckpointImporter {
         guard case .object(var o) = config else { return config }
         for (k, v) in source?.object ?? [:] where k.hasPrefix("_") && k != "_name_or_path" { o[k] = v }
         switch kind {
-        case .unet, .vae: o["_class_name"] = .string(kind.className)
         case .clip:
             o["architectures"] = .array([.string(kind.className)])
             o["model_type"] = .string("clip_vision_model")
             if let v = source?["transformers_version"] { o["transformers_version"] = v }
+        default: o["_class_name"] = .string(kind.className)
         }
         return .object(o)
     }
