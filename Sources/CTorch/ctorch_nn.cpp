@@ -1,5 +1,8 @@
 // ctorch_nn.cpp — functional layers, attention, autograd, generators, AdamW and .pth files.
 // Mirrors torch.nn.functional, torch.autograd, torch.optim.AdamW and torch.load/torch.save.
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
 
 #include <caffe2/serialize/in_memory_adapter.h>
@@ -605,12 +608,18 @@ int tc_pth_save(const char *path, const char *const *names, const tc_tensor *ten
   TC_TRY
   c10::Dict<std::string, at::Tensor> dict;
   for (int64_t k = 0; k < n; k++) dict.insert(names[k], T(tensors[k]).detach().to(at::kCPU).contiguous());
-  auto bytes = torch::pickle_save(c10::IValue(dict));
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw std::runtime_error(std::string("cannot open ") + path + " for writing");
-  f.write(bytes.data(), (std::streamsize)bytes.size());
-  f.close();
-  if (!f) throw std::runtime_error(std::string("failed writing ") + path);
+  // torch.save's zip layout. Dicts are written without the type tag torch::pickle_save adds
+  // (torch.jit._pickle.restore_type_tag), which torch.load refuses under weights_only=True, the
+  // default since torch 2.6.
+  std::vector<char> data;
+  torch::jit::Pickler pickler([&](const char *b, size_t len) { data.insert(data.end(), b, b + len); }, nullptr,
+                              nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+  caffe2::serialize::PyTorchStreamWriter writer{std::string(path)};
+  torch::jit::writeArchiveAndTensors("data", data.data(), data.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
   TC_CATCH
 }
 

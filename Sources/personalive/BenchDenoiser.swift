@@ -95,12 +95,15 @@ struct BenchDenoiserCommand: ParsableCommand {
         let (refUNet, denoiser) = big ? try ParameterInit.uninitialized(build) : try build()
         for m in [refUNet as Module, denoiser] {
             m.eval()
+            // Untouched uninitialised pages read as the shared zero page and would not count in
+            // the RSS: write them once (zeros time like any other values).
+            if big { try Torch.noGrad { for p in m.parameters() { try p.zero_() } } }
             if dt != .float32 { try m.to(dtype: dt) }
             if dev != .cpu { try m.to(device: dev) }
         }
         print(String(format: "reference UNet %.1f M, denoiser %.1f M parameters (%@); peak RSS %.0f MiB",
                      Double(refUNet.parameterCount) / 1e6, Double(denoiser.parameterCount) / 1e6,
-                     big ? "uninitialised" : "random", peakRSSMiB()))
+                     big ? "uninitialised, zero-filled" : "random", peakRSSMiB()))
         let control = try ReferenceAttentionControl(writer: refUNet, reader: denoiser, fusionBlocks: "full",
                                                     roundBankToFP16: true)
         control.maxKeyframes = max(keyframes, control.maxKeyframes)

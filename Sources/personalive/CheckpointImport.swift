@@ -4,7 +4,9 @@
 import ArgumentParser
 import Foundation
 import Models
+import NN
 import Torch
+import Training
 
 struct CheckpointImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,8 +28,13 @@ struct CheckpointImportCommand: ParsableCommand {
     @Option(name: .long, help: "The output folder (must not exist unless --force).")
     var out: String
 
-    @Option(name: .long, help: "unet, vae, clip or auto (from the config's class name, else from the keys).")
+    @Option(name: .long, help: """
+        unet, vae, clip, denoising_unet, reference_unet, pose_guider, motion_encoder, motion_extractor,         temporal_module, discriminator or auto (PersonaLive release files are told by their names, e.g.         denoising_unet.pth; diffusers folders by their config's class name, else by the keys).
+        """)
     var kind: String = "auto"
+
+    @Option(name: .long, help: "PersonaLive modules: a model YAML (e.g. Configs/tiny/model.yaml) or a training config with a model: section; default: the paper size.")
+    var modelConfig: String?
 
     @Option(name: .long, help: "Stored dtype of the output: float32, float16, bfloat16 or source (the source's dtype).")
     var dtype: String = "float32"
@@ -45,7 +52,7 @@ struct CheckpointImportCommand: ParsableCommand {
 
     func validate() throws {
         if kind != "auto" && CheckpointKind(rawValue: kind) == nil {
-            throw ValidationError("--kind must be unet, vae, clip or auto (got '\(kind)')")
+            throw ValidationError("--kind must be one of \(CheckpointKind.allCases.map(\.rawValue).joined(separator: ", ")) or auto (got '\(kind)')")
         }
         _ = try parsedDType()
         if let name, name.isEmpty || name.contains("/") {
@@ -61,11 +68,32 @@ struct CheckpointImportCommand: ParsableCommand {
 
     func run() throws {
         let logger = try global.setUp(label: "checkpoint")
-        let importer = CheckpointImporter(kind: CheckpointKind(rawValue: kind), outputDType: try parsedDType(),
-                                          name: name, configPath: config, overwrite: force)
         let r: CheckpointImporter.Result
         do {
-            r = try importer.run(source: source, outputDirectory: out)
+            if let k = CheckpointKind(rawValue: kind) ?? CheckpointKind(personaLiveFileName: source), k.isPersonaLive {
+                var model: JSONValue?
+                if let modelConfig {
+                    let cfg = try ConfigLoader.load(JSONValue.self, path: modelConfig)
+                    // A training config names or holds its model under `model:`.
+                    if case .string(let path)? = cfg["model"] {
+                        model = try ConfigLoader.load(JSONValue.self, path: path)
+                    } else {
+                        model = cfg["model"] ?? cfg
+                    }
+                }
+                let rep = try PersonaLiveCheckpointImporter(kind: k, modelConfig: model, configPath: config,
+                                                            outputDType: try parsedDType(), name: name, overwrite: force)
+                    .importCheckpoint(source: source, outputDirectory: out)
+                for note in rep.notes { logger.notice("\(note)") }
+                if !rep.allowedMissing.isEmpty {
+                    logger.notice("allowed missing keys (\(rep.allowedMissing.count)): \(rep.allowedMissing.prefix(5).joined(separator: ", "))")
+                }
+                r = rep.result
+            } else {
+                r = try CheckpointImporter(kind: CheckpointKind(rawValue: kind), outputDType: try parsedDType(),
+                                           name: name, configPath: config, overwrite: force)
+                    .run(source: source, outputDirectory: out)
+            }
         } catch {
             throw CLIError("checkpoint import failed: \(error)")
         }

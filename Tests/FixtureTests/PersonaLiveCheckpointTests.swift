@@ -147,6 +147,43 @@ import Torch
         for k in CheckpointKind.personaLiveKinds { #expect(PersonaLiveCheckpoints.allowList[k] != nil, "\(k)") }
     }
 
+    @Test("PersonaLiveCheckpoint: model-config sections; the default is the paper size of the manifests")
+    func sectionsAndPaperSize() throws {
+        let tiny = try Self.tinyModel
+        let guider = try #require(PersonaLiveCheckpoints.section(for: .poseGuider, in: tiny))
+        #expect(guider["conditioning_embedding_channels"]?.int == 32)
+        #expect(PersonaLiveCheckpoints.section(for: .temporalModule, in: tiny) == PersonaLiveCheckpoints.section(for: .denoisingUNet, in: tiny))
+        // A training config's model: mapping; a model.yaml without the section; one module's section.
+        let training = JSONValue.object(["stage": .string("motion_extractor"), "model": .object(["motion_extractor": tiny["motion_extractor"]!])])
+        #expect(PersonaLiveCheckpoints.section(for: .motionExtractor, in: training)?["dims"] == tiny["motion_extractor"]?["dims"])
+        #expect(PersonaLiveCheckpoints.section(for: .discriminator, in: .object(["pose_guider": guider])) == nil)
+        let marked = JSONValue.object(["_module": .string("pose_guider"), "block_out_channels": .array([.number(4)])])
+        #expect(PersonaLiveCheckpoints.section(for: .poseGuider, in: marked) == .object(["block_out_channels": .array([.number(4)])]))
+
+        let manifests = TestPaths.fixtures.appendingPathComponent("manifests")
+        guard FileManager.default.fileExists(atPath: manifests.path) else {
+            print("skipped the manifest comparison: no \(manifests.path)")
+            return
+        }
+        let files: [(CheckpointKind, String)] = [
+            (.denoisingUNet, "personalive_denoising_unet"), (.referenceUNet, "personalive_reference_unet"),
+            (.poseGuider, "personalive_pose_guider"), (.motionEncoder, "personalive_motion_encoder"),
+            (.motionExtractor, "personalive_motion_extractor"), (.temporalModule, "personalive_temporal_module"),
+            (.discriminator, "stylegan2_discriminator_512"),
+        ]
+        for (kind, name) in files {
+            let json = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: manifests.appendingPathComponent(name + ".json")))
+            let want = try #require(json["keys"]?.array).map { entry -> String in
+                let a = entry.array ?? []
+                return "\(a.first?.string ?? "?") \((a.dropFirst().first?.array ?? []).compactMap(\.int))"
+            }
+            let built = try PersonaLiveCheckpoints.build(kind, config: nil)
+            let got = built.module.stateDict().map { "\($0.0) \($0.1.shape)" }
+            let firstDifference = zip(got, want).first { $0.0 != $0.1 }.map { "\($0.0) ≠ \($0.1)" } ?? "-"
+            #expect(got == want, "\(kind): \(got.count) keys vs the manifest's \(want.count); first difference: \(firstDifference)")
+        }
+    }
+
     @Test("PersonaLiveCheckpoint: the seven files import into one model folder and reload strictly, values equal")
     func importEveryFile() throws {
         let tmp = try TempDir()
@@ -499,12 +536,9 @@ import Torch
         }
         #expect(p.terminationStatus == 0, "\(out)")
         #expect(out.components(separatedBy: "OK ").count - 1 == pairs.count, "\(out)")
-        // LibTorch's torch::pickle_save tags dicts with torch.jit._pickle.restore_type_tag, which
-        // torch.load(weights_only=True) — the default since torch 2.6 — refuses: Pth.save must write
-        // untagged dicts (Pickler tag_aggregates=false) for plain torch.load to work.
-        withKnownIssue("Pth.save output needs torch.load(weights_only=False) until tc_pth_save writes untagged dicts") {
-            #expect(!out.contains("DEFAULT_LOAD_FAILED"), "\(out)")
-        }
+        // Plain torch.load (weights_only=True, the default since torch 2.6) must read our files:
+        // tc_pth_save writes untagged dicts.
+        #expect(!out.contains("DEFAULT_LOAD_FAILED"), "\(out)")
 
         // A genuinely nested pickle ({"state_dict": {...}}) imports like the flat file.
         #expect(pairs[0].1.hasSuffix("denoising_unet.safetensors"))

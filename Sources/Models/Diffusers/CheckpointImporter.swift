@@ -224,7 +224,10 @@ public struct CheckpointImporter {
     /// Converts `source` into `outputDirectory` (see the file header). PersonaLive kinds (given,
     /// or told by a released file name such as `denoising_unet.pth`) go to PersonaLiveCheckpointImporter.
     public func run(source: String, outputDirectory: String) throws -> Result {
-        if let k = kind ?? CheckpointKind(personaLiveFileName: source), k.isPersonaLive {
+        var isFolder: ObjCBool = false
+        let named = FileManager.default.fileExists(atPath: source, isDirectory: &isFolder) && !isFolder.boolValue
+            ? CheckpointKind(personaLiveFileName: source) : nil
+        if let k = kind ?? named, k.isPersonaLive {
             return try PersonaLiveCheckpointImporter(kind: k, configPath: configPath, outputDType: outputDType,
                                                      name: name, overwrite: overwrite)
                 .importCheckpoint(source: source, outputDirectory: outputDirectory).result

@@ -256,8 +256,8 @@ public enum PersonaLiveCheckpoints {
     /// YAML cannot be read at this layer: the CLI parses it and passes the value.
     public static func readConfigFile(_ path: String) throws -> JSONValue {
         if path.hasSuffix(".yaml") || path.hasSuffix(".yml") {
-            throw TorchError("\(path): a YAML config must be parsed by the caller and given as modelConfig "
-                             + "(`personalive checkpoint import|export --model-config` does so)")
+            throw TorchError("\(path): YAML cannot be read at this layer; give a JSON config (a model config, one "
+                             + "module's section, or the <module>.json an import wrote) or the parsed YAML as modelConfig")
         }
         return try readConfigJSON(path)
     }
@@ -351,7 +351,7 @@ public struct PersonaLiveCheckpointImporter {
 
         // Read, build and load strictly in a scope of its own: a fully read .pth is freed before writing.
         let (built, counts, allowedMissing, ignored, unwrapped) = try loadSource(kind: kind, path: source, config: config,
-                                                                         configLabel: configLabel)
+                                                                                 configLabel: configLabel)
         let module = built.module
         let outDType: DType
         switch outputDType {
@@ -412,7 +412,7 @@ public struct PersonaLiveCheckpointImporter {
         let src = built.currentToSource.isEmpty ? raw : RenamedStateDictSource(raw, currentToSource: built.currentToSource)
         do {
             try built.module.load(from: src, strict: true, allowMissing: built.allowMissing,
-                                           ignoreUnexpected: built.ignoreUnexpected)
+                                  ignoreUnexpected: built.ignoreUnexpected)
         } catch let e as StateDictError {
             throw TorchError("\(path) does not match \(kind.personaLiveClassName) (\(kind.rawValue), built from "
                              + "\(PersonaLiveCheckpoints.section(for: kind, in: config) == nil ? "the paper-size default" : configLabel))"
