@@ -594,6 +594,15 @@ int tc_baddbmm(tc_tensor input, tc_tensor b1, tc_tensor b2, double beta, double 
 }
 
 // ---- reductions ----
+static at::Tensor reduce_each(const at::Tensor &x, at::IntArrayRef ds,
+                              const std::function<at::Tensor(const at::Tensor &, int64_t)> &f) {
+  std::vector<int64_t> sorted(ds.begin(), ds.end());
+  for (auto &d : sorted) if (d < 0) d += x.dim();
+  std::sort(sorted.rbegin(), sorted.rend());
+  at::Tensor r = x;
+  for (auto d : sorted) r = f(r, d);
+  return r;
+}
 int tc_reduce(int op, tc_tensor t, const int64_t *d, int nd, int keepdim, tc_tensor *out) {
   TC_TRY
   auto &x = T(t);
@@ -607,34 +616,15 @@ int tc_reduce(int op, tc_tensor t, const int64_t *d, int nd, int keepdim, tc_ten
     case TC_R_MEAN: r = all && !keepdim ? at::mean(x) : at::mean(x, ds, keepdim); break;
     case TC_R_AMAX: r = at::amax(x, ds, keepdim); break;
     case TC_R_AMIN: r = at::amin(x, ds, keepdim); break;
+    // prod/any/all reduce one dimension per call here: take the dims from the last to the first.
     case TC_R_PROD:
-      r = x.reshape({-1}).prod();
-      if (!all) {
-        r = x;
-        std::vector<int64_t> sorted(ds.begin(), ds.end());
-        std::sort(sorted.rbegin(), sorted.rend());
-        for (auto dd : sorted) r = at::prod(r, dd < 0 ? dd + x.dim() : dd, keepdim);
-      }
+      r = all && !keepdim ? at::prod(x) : reduce_each(x, ds, [&](const at::Tensor &v, int64_t k) { return at::prod(v, k, keepdim); });
       break;
     case TC_R_ANY:
-      if (all) { r = at::any(x); break; }
-      r = x;
-      {
-        std::vector<int64_t> sorted(ds.begin(), ds.end());
-        for (auto &dd : sorted) if (dd < 0) dd += x.dim();
-        std::sort(sorted.rbegin(), sorted.rend());
-        for (auto dd : sorted) r = at::any(r, dd, keepdim);
-      }
+      r = all && !keepdim ? at::any(x) : reduce_each(x, ds, [&](const at::Tensor &v, int64_t k) { return at::any(v, k, keepdim); });
       break;
     case TC_R_ALL:
-      if (all) { r = at::all(x); break; }
-      r = x;
-      {
-        std::vector<int64_t> sorted(ds.begin(), ds.end());
-        for (auto &dd : sorted) if (dd < 0) dd += x.dim();
-        std::sort(sorted.rbegin(), sorted.rend());
-        for (auto dd : sorted) r = at::all(r, dd, keepdim);
-      }
+      r = all && !keepdim ? at::all(x) : reduce_each(x, ds, [&](const at::Tensor &v, int64_t k) { return at::all(v, k, keepdim); });
       break;
     case TC_R_LOGSUMEXP: r = at::logsumexp(x, ds, keepdim); break;
     default: throw std::invalid_argument("tc_reduce: unknown op " + std::to_string(op));

@@ -108,7 +108,17 @@ public final class Trainer {
             root: URL(fileURLWithPath: config.checkpointing.output_dir).appendingPathComponent(config.run_name),
             keepLast: config.checkpointing.keep_last)
         generator = try Generator(seed: config.seed)
-        params = stage.trainableParameters
+        let saved = Dictionary(stage.savedModules, uniquingKeysWith: { a, _ in a })
+        for (name, patterns) in config.freeze.sorted(by: { $0.key < $1.key }) {
+            guard let module = saved[name] else {
+                throw TrainingError.invalid("freeze.\(name): no such module in stage '\(config.stage)' (has "
+                                            + saved.keys.sorted().joined(separator: ", ") + ")")
+            }
+            let frozen = try module.freeze(patterns)
+            if frozen.isEmpty { logger.warning("freeze.\(name): \(patterns) matched no parameter") }
+            else { logger.info("freeze.\(name): \(frozen.count) parameters frozen") }
+        }
+        params = stage.trainableParameters.filter { $0.1.requiresGrad }
         guard !params.isEmpty else { throw TrainingError.invalid("stage '\(config.stage)' has no trainable parameters") }
         let s = config.solver
         var lr = s.learning_rate

@@ -149,16 +149,19 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var solver = SolverSection()
     public var validation = ValidationSection()
     public var checkpointing = CheckpointingSection()
+    /// Parameters to keep frozen, per saved module: `{reference_unet: ["up_blocks.3.*"]}` (globs over
+    /// the module's own keys, `*` matching dots too), like the reference scripts' name filters.
+    public var freeze: [String: [String]] = [:]
     /// The stage-specific section (`stage1:`, `vae:`, `motion_extractor:` …).
     public var stageSection: JSONValue = .object([:])
     /// Where the config was read from (paths inside it are relative to the working directory).
     public var sourcePath: String = ""
 
     public static let stages = ["vae", "motion_extractor", "stage1"]
-    static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing"]
-        + stages
+    static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing",
+                       "freeze"] + stages
 
-    enum K: String, CodingKey { case stage, run_name, seed, output_dir, model, data, solver, validation, checkpointing }
+    enum K: String, CodingKey { case stage, run_name, seed, output_dir, model, data, solver, validation, checkpointing, freeze }
 
     public init(stage: String, run_name: String) {
         self.stage = stage
@@ -182,6 +185,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         solver = try c.value(.solver, default: SolverSection())
         validation = try c.value(.validation, default: ValidationSection())
         checkpointing = try c.value(.checkpointing, default: CheckpointingSection())
+        freeze = try c.value(.freeze, default: [:])
         let any = try decoder.container(keyedBy: AnyCodingKey.self)
         stageSection = try any.decodeIfPresent(JSONValue.self, forKey: AnyCodingKey(stage)) ?? .object([:])
     }
@@ -197,6 +201,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
         try c.encode(solver, forKey: AnyCodingKey("solver"))
         try c.encode(validation, forKey: AnyCodingKey("validation"))
         try c.encode(checkpointing, forKey: AnyCodingKey("checkpointing"))
+        if !freeze.isEmpty { try c.encode(freeze, forKey: AnyCodingKey("freeze")) }
         try c.encode(stageSection, forKey: AnyCodingKey(stage))
     }
 

@@ -224,6 +224,20 @@ func losses(_ dir: URL) -> [Double] {
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
     }
 
+    @Test func freezeByPatternPerModule() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var c = config(in: dir, steps: 3)
+        c.freeze = ["net": ["fc1.*"]]
+        let stage = try RegressionStage()
+        let before1 = try stage.net.fc1.weight.clone(), before2 = try stage.net.fc2.weight.clone()
+        try Trainer(config: c, stage: stage, logger: logger).run()
+        #expect(try stage.net.fc1.weight.maxAbsDiff(before1) == 0)
+        #expect(try stage.net.fc2.weight.maxAbsDiff(before2) > 0)
+        c.freeze = ["nett": ["*"]]
+        #expect { try Trainer(config: c, stage: RegressionStage(), logger: logger) } throws: { "\($0)".contains("freeze.nett") }
+    }
+
     @Test func lrSchedulesMatchDiffusers() throws {
         let cos = try LRSchedule(kind: "cosine", baseLR: 1, warmupSteps: 10, totalSteps: 110)
         #expect(cos.factor(at: 0) == 0)
