@@ -1,10 +1,28 @@
 // Basic.swift — torch.nn.Dropout, Identity, Embedding and Sequential.
 import Torch
 
+/// The generator that random layers (Dropout) draw from on this task/thread, when one is set.
+/// A trainer installs its own so that a run's randomness does not depend on anything else in the
+/// process touching the global generator (other runs, model construction, tests in parallel).
+public enum RandomContext {
+    @TaskLocal public static var generator: Generator?
+
+    /// Runs `body` with `generator` as the source of layer randomness.
+    public static func with<R>(_ generator: Generator, _ body: () throws -> R) rethrows -> R {
+        try $generator.withValue(generator, operation: body)
+    }
+}
+
 public final class Dropout: Module, UnaryLayer {
     public let p: Double
     public init(_ p: Double = 0.5) { self.p = p }
-    public func callAsFunction(_ x: Tensor) throws -> Tensor { try F.dropout(x, p: p, training: training) }
+    public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        guard training, p > 0 else { return x }
+        guard let g = RandomContext.generator else { return try F.dropout(x, p: p, training: true) }
+        // nn.Dropout: keep with probability 1 − p, scale kept values by 1 / (1 − p).
+        let keep = try Tensor.rand(x.shape, dtype: x.dtype, generator: g, device: x.device).ge(p).to(x.dtype)
+        return try x * keep / (1 - p)
+    }
 }
 
 public final class Identity: Module, UnaryLayer {

@@ -231,7 +231,11 @@ public final class Trainer {
             let wait0 = stage.dataWaitSeconds
             for micro in 0..<accum {
                 let tf = Date()
-                let terms = try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
+                // Layer randomness (dropout) comes from the run's generator too, so a resumed run
+                // repeats it exactly whatever else uses the global generator meanwhile.
+                let terms = try RandomContext.with(generator) {
+                    try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
+                }
                 tForward += Date().timeIntervalSince(tf)
                 guard let loss = terms["loss"] else { throw TrainingError.invalid("stage returned no 'loss' term") }
                 for (k, v) in terms.sorted(by: { $0.key < $1.key }) {
