@@ -9,7 +9,8 @@ public enum Initializer: Sendable {
     case normal(std: Double)
 }
 
-/// A new trainable parameter of `shape`, filled by `initializer` from the global generator.
+/// A new trainable parameter of `shape`, filled by `initializer` from `RandomContext.generator`
+/// when one is set (so a build is reproducible whatever else runs), else the global generator.
 public func makeParameter(_ shape: [Int], _ initializer: Initializer, dtype: DType = .float32) throws -> Tensor {
     let t: Tensor
     if ParameterInit.mode == .uninitialized {
@@ -20,10 +21,10 @@ public func makeParameter(_ shape: [Int], _ initializer: Initializer, dtype: DTy
         case .ones: t = try Tensor.ones(shape, dtype: dtype)
         case .uniform(let b):
             t = try Tensor.empty(shape, dtype: dtype)
-            try t.uniform_(-b, b)
+            try t.uniform_(-b, b, generator: RandomContext.generator)
         case .normal(let std):
             t = try Tensor.empty(shape, dtype: dtype)
-            try t.normal_(mean: 0, std: std)
+            try t.normal_(mean: 0, std: std, generator: RandomContext.generator)
         }
     }
     return try t.requiresGrad_(true)

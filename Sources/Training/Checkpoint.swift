@@ -95,7 +95,7 @@ public struct CheckpointManager {
             // trainer_state.json is written last: its presence marks the folder complete.
             try writeSynced(try enc.encode(c.state), to: tmp.appendingPathComponent("trainer_state.json"))
             fsyncPath(tmp.path)
-            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            if fm.fileExists(atPath: final.path) { try discard(final) }
             guard rename(tmp.path, final.path) == 0 else {
                 throw TrainingError.io("cannot rename \(tmp.path) to \(final.path): \(String(cString: strerror(errno)))")
             }
@@ -119,7 +119,19 @@ public struct CheckpointManager {
     func rotate() {
         guard keepLast > 0 else { return }
         let all = list()
-        for old in all.dropLast(keepLast) { try? FileManager.default.removeItem(at: old.url) }
+        for old in all.dropLast(keepLast) { try? discard(old.url) }
+    }
+
+    /// Deletes a checkpoint folder without ever leaving a half-deleted `checkpoint-N`: it is first
+    /// renamed to a temporary name (atomic), which `removeStaleTemporaries` also cleans up if a
+    /// kill interrupts the deletion.
+    func discard(_ url: URL) throws {
+        let doomed = root.appendingPathComponent(".tmp-\(Self.prefix)discard-\(url.lastPathComponent)-\(getpid())")
+        guard rename(url.path, doomed.path) == 0 else {
+            throw TrainingError.io("cannot move \(url.path) aside: \(String(cString: strerror(errno)))")
+        }
+        fsyncPath(root.path)
+        try FileManager.default.removeItem(at: doomed)
     }
 
     public static func readState(_ url: URL) throws -> TrainerState {

@@ -1,6 +1,8 @@
 // StageFactory.swift — builds the stage a config names, and runs the checks `train` runs first.
 import Foundation
 import Logging
+import NN
+import Torch
 
 public enum StageFactory {
     /// Files the stage will read, with the config key that names each.
@@ -38,7 +40,13 @@ public enum StageFactory {
         }
     }
 
+    /// Builds the stage; its parameters are initialised from a generator seeded by the config, so
+    /// the same config gives the same initial weights in any process.
     public static func make(_ c: TrainingConfig, logger: Logger) throws -> TrainingStage {
+        try RandomContext.with(try Generator(seed: c.seed &+ 1)) { try build(c, logger: logger) }
+    }
+
+    static func build(_ c: TrainingConfig, logger: Logger) throws -> TrainingStage {
         switch c.stage {
         case "vae": return try VAEStage(config: c, logger: logger)
         case "motion_extractor": return try MotionExtractorStage(config: c, logger: logger)
