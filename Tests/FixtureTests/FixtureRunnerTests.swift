@@ -3,6 +3,7 @@
 import Foundation
 import Logging
 import Testing
+import Torch
 @testable import FixtureKit
 
 @Suite struct FixtureRunnerTests {
@@ -69,6 +70,19 @@ import Testing
         return dst
     }
 
+    /// Moves every `out.*` reference value by `delta` in the copy's io.safetensors: a LibTorch that
+    /// reproduces the reference bit for bit (the 2.13 wheel) must still see a difference.
+    func shiftExpected(in dir: URL, by delta: Double) throws {
+        let io = dir.appendingPathComponent("io.safetensors")
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: io.path)
+        let file = try SafeTensorsFile(path: io.path)
+        let tensors = try file.keys.map { k -> (String, Tensor) in
+            let t = try file.tensor(k)
+            return (k, k.hasPrefix("out.") ? try t + delta : t)
+        }
+        try SafeTensors.write(tensors, to: io.path)
+    }
+
     @Test("a tolerance tightened to 1e-12 fails with the output named")
     func tightenedToleranceFails() throws {
         let dir = try tamperedCopy("resnet_block_tiny") { json in
@@ -77,6 +91,7 @@ import Testing
             json["tolerance"] = tol
         }
         defer { try? FileManager.default.removeItem(at: dir.deletingLastPathComponent()) }
+        try shiftExpected(in: dir, by: 1e-6)
         let results = try runner.run(root: dir.deletingLastPathComponent())
         let r = try #require(results.first)
         #expect(r.status == .fail)
@@ -110,6 +125,7 @@ import Testing
     func cliExitCode() throws {
         let dir = try tamperedCopy("resnet_block_tiny") { json in json["tolerance"] = 1e-12 }
         defer { try? FileManager.default.removeItem(at: dir.deletingLastPathComponent()) }
+        try shiftExpected(in: dir, by: 1e-6)
         let bin = try #require(TestPaths.personaliveBinary, "build the personalive product first (make test does)")
         let p = Process()
         p.executableURL = bin
