@@ -80,6 +80,19 @@ struct ClipSchedule: Sendable {
     let clips: [String]
     let seed: UInt64
 
+    init(clips: [String], seed: UInt64) {
+        self.clips = clips
+        self.seed = seed
+    }
+
+    /// The schedule of a sampler: validates its config and requires a non-empty split.
+    init(dataset: DatasetReader, config: SamplerConfig) throws {
+        try config.validate()
+        let ids = try dataset.split(config.split)
+        guard !ids.isEmpty else { throw SamplerError("\(dataset.path): split '\(config.split)' has no clips") }
+        self.init(clips: ids, seed: config.seed)
+    }
+
     func clip(globalIndex g: Int) -> String {
         let n = clips.count
         let epoch = g / n

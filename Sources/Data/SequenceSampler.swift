@@ -34,12 +34,9 @@ public final class SequenceSampler: @unchecked Sendable {
     private let schedule: ClipSchedule
 
     public init(dataset: DatasetReader, config: SamplerConfig) throws {
-        try config.validate()
-        let ids = try dataset.split(config.split)
-        guard !ids.isEmpty else { throw SamplerError("\(dataset.path): split '\(config.split)' has no clips") }
+        schedule = try ClipSchedule(dataset: dataset, config: config)
         self.dataset = dataset
         self.config = config
-        schedule = ClipSchedule(clips: ids, seed: config.seed)
     }
 
     /// `n` indices `rate` apart inside a clip of `count` frames; the stride shrinks for short clips,
