@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/api/include/torch/version.h>
 
@@ -144,6 +145,67 @@ int tc_set_grad_enabled(int enabled, int *previous) {
   TC_TRY
   if (previous) *previous = at::GradMode::is_enabled() ? 1 : 0;
   at::GradMode::set_enabled(enabled != 0);
+  TC_CATCH
+}
+// Autocast state per device type. 2.4 replaced the per-device functions (set_enabled for CUDA,
+// set_cpu_enabled, ...) with ones taking the device type.
+static at::DeviceType autocast_device(int dev_type) {
+  if (dev_type == TC_DEVICE_CUDA) return at::kCUDA;
+  if (dev_type == TC_DEVICE_CPU) return at::kCPU;
+  throw std::invalid_argument("autocast: unknown device type " + std::to_string(dev_type));
+}
+static bool autocast_enabled(at::DeviceType d) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(d);
+#else
+  return d == at::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+#endif
+}
+static at::ScalarType autocast_dtype(at::DeviceType d) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::get_autocast_dtype(d);
+#else
+  return d == at::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+static void set_autocast(at::DeviceType d, bool enabled, at::ScalarType dtype) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(d, enabled);
+  at::autocast::set_autocast_dtype(d, dtype);
+#else
+  if (d == at::kCUDA) {
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+#endif
+}
+int tc_autocast_enter(int dev_type, int enabled, int dtype, int *prev_enabled, int *prev_dtype) {
+  TC_TRY
+  auto d = autocast_device(dev_type);
+  auto st = scalar_type(dtype);
+  if (enabled && st != at::kHalf && st != at::kBFloat16)
+    throw std::invalid_argument("autocast: the lower-precision dtype must be float16 or bfloat16");
+  if (enabled && d == at::kCPU && st == at::kHalf && TORCH_VERSION_MAJOR < 2)
+    throw std::invalid_argument("autocast: this LibTorch supports only bfloat16 autocast on the CPU");
+  *prev_enabled = autocast_enabled(d) ? 1 : 0;
+  *prev_dtype = ctorch::dtype_code(autocast_dtype(d));
+  set_autocast(d, enabled != 0, enabled ? st : autocast_dtype(d));
+  at::autocast::increment_nesting();
+  TC_CATCH
+}
+int tc_autocast_exit(int dev_type, int prev_enabled, int prev_dtype) {
+  TC_TRY
+  auto d = autocast_device(dev_type);
+  // Like torch.autocast.__exit__: the cache of casted weights lives for the outermost region.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(d, prev_enabled != 0, prev_dtype >= 0 ? scalar_type(prev_dtype) : autocast_dtype(d));
+  TC_CATCH
+}
+int tc_autocast_is_enabled(int dev_type, int *out) {
+  TC_TRY *out = autocast_enabled(autocast_device(dev_type)) ? 1 : 0;
   TC_CATCH
 }
 int tc_is_grad_enabled(int *out) {

@@ -3,8 +3,12 @@ import CTorch
 
 public final class Generator: @unchecked Sendable {
     let handle: OpaquePointer
+    /// Where its numbers are made: tensors for other devices drawn from a CPU generator are drawn
+    /// on the CPU and copied (diffusers' randn_tensor), so they do not depend on the device.
+    public let device: Device
 
     public init(seed: UInt64, device: Device = .cpu) throws {
+        self.device = device
         var out: OpaquePointer?
         let (dt, di) = device.code
         try check(tc_generator_new(seed, dt, di, &out))

@@ -172,17 +172,24 @@ public final class Tensor: @unchecked Sendable, CustomStringConvertible {
         return try make { tc_linspace(start, end, Int64(steps), dtype.rawValue, dt, di, $0) }
     }
 
+    /// With a generator on another device than `device` (a CPU generator for CUDA tensors), the
+    /// numbers are drawn where the generator is and copied, so they are the same on every device.
     public static func rand(_ shape: [Int], dtype: DType = .float32, generator: Generator? = nil, device: Device = .cpu) throws -> Tensor {
+        if let g = generator, g.device != device { return try rand(shape, dtype: dtype, generator: g, device: g.device).to(device) }
         let s = i64(shape), (dt, di) = device.code
         return try make { tc_rand(s, Int32(s.count), dtype.rawValue, generator?.handle, dt, di, $0) }
     }
 
     public static func randn(_ shape: [Int], dtype: DType = .float32, generator: Generator? = nil, device: Device = .cpu) throws -> Tensor {
+        if let g = generator, g.device != device { return try randn(shape, dtype: dtype, generator: g, device: g.device).to(device) }
         let s = i64(shape), (dt, di) = device.code
         return try make { tc_randn(s, Int32(s.count), dtype.rawValue, generator?.handle, dt, di, $0) }
     }
 
     public static func randint(_ low: Int, _ high: Int, _ shape: [Int], dtype: DType = .int64, generator: Generator? = nil, device: Device = .cpu) throws -> Tensor {
+        if let g = generator, g.device != device {
+            return try randint(low, high, shape, dtype: dtype, generator: g, device: g.device).to(device)
+        }
         let s = i64(shape), (dt, di) = device.code
         return try make { tc_randint(Int64(low), Int64(high), s, Int32(s.count), dtype.rawValue, generator?.handle, dt, di, $0) }
     }

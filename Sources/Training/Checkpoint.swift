@@ -21,6 +21,9 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var rng_global: String
     public var modules: [String]
     public var time: String
+    /// float16 mixed precision: the GradScaler's scale and growth tracker.
+    public var grad_scale: Double?
+    public var grad_scale_growth_tracker: Int?
 
     public init(stage: String, step: Int, data_cursor: Int, config_digest: String, rng_generator: String,
                 rng_global: String, modules: [String]) {

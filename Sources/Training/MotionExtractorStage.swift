@@ -37,21 +37,24 @@ public final class MotionExtractorStage: TrainingStage {
     let config: TrainingConfig
     public var batchSize: Int { config.data.train_bs }
     public var dataWaitSeconds: Double { feed.waitSeconds }
+    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
         self.config = config
+        precision = try Precision(solver: config.solver, logger: logger)
         section = try ConfigLoader.section(MotionExtractorStageSection.self, config.stageSection, name: "motion_extractor",
                                            file: config.sourcePath)
         let meConfig = try ConfigLoader.section(MotionExtractor.Config.self, config.model["motion_extractor"],
                                                 name: "model.motion_extractor", file: config.sourcePath)
         extractor = try MotionExtractor(meConfig)
+        try precision.placeTrained(extractor)
         let ds = try DatasetReader(path: config.data.dataset, logger: logger)
         guard ds.clips.allSatisfy({ $0.hasPose && $0.hasKeypoints }) else {
             throw TrainingError.invalid("\(config.data.dataset): the motion-extractor stage needs ground-truth "
                                         + "pose and keypoints in every clip (dataset synth writes them)")
         }
         (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
-                                          valBatch: max(8, config.validation.num_samples))
+                                          valBatch: max(8, config.validation.num_samples), device: precision.device)
     }
 
     public var savedModules: [(String, Module)] { [("motion_extractor", extractor)] }

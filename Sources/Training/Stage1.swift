@@ -104,9 +104,11 @@ public final class Stage1: TrainingStage {
     var latentScale: Double
     public var batchSize: Int { config.data.train_bs }
     public var dataWaitSeconds: Double { feed.waitSeconds }
+    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
         self.config = config
+        precision = try Precision(solver: config.solver, logger: logger)
         let file = config.sourcePath
         section = try ConfigLoader.section(Stage1Section.self, config.stageSection, name: "stage1", file: file)
         useGT = config.data.use_gt_keypoints
@@ -138,12 +140,14 @@ public final class Stage1: TrainingStage {
         }
         model = Stage1Model(denoiser: denoiser, reference: reference, poseGuider: poseGuider,
                             motionEncoder: motionEncoder, imageEncoder: imageEncoder, vae: vae, motionExtractor: extractor)
-        // Frozen networks: no gradients, eval mode for good.
+        // Frozen networks: no gradients, eval mode for good, in the weight dtype.
         for m in [vae, imageEncoder] as [Module] + (extractor.map { [$0] } ?? []) {
             try m.freeze()
             m.eval()
+            try precision.placeFrozen(m)
         }
         try reference.freeze(section.reference_frozen)
+        for m in [denoiser, reference, poseGuider, motionEncoder] as [Module] { try precision.placeTrained(m) }
 
         control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full",
                                                 roundBankToFP16: true)
@@ -164,7 +168,7 @@ public final class Stage1: TrainingStage {
         }
         (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
                                           motionEncoderSize: section.motion_encoder_size,
-                                          motionExtractorSize: section.motion_extractor_size)
+                                          motionExtractorSize: section.motion_extractor_size, device: precision.device)
         latentScale = section.latent_scale
         if latentScale <= 0 {
             // As SD's 0.18215 was chosen: 1 / std of the VAE's latents, here on a few training batches.
@@ -173,8 +177,10 @@ public final class Stage1: TrainingStage {
                 let probe = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
                                                                             motionExtractorSize: s, split: "train",
                                                                             batchSize: 16, seed: config.seed &+ 1),
-                                         prefetch: 1)
-                let z = try Tensor.cat((0..<2).map { try vae.encode(probe.batch($0).target).mode() }, dim: 0)
+                                         prefetch: 1, device: precision.device)
+                let z = try Tensor.cat((0..<2).map {
+                    try vae.encode(precision.frozenInput(probe.batch($0).target)).mode().to(.float32)
+                }, dim: 0)
                 return try z.std().item()
             }
             latentScale = 1 / max(stats, 1e-6)
@@ -227,16 +233,18 @@ public final class Stage1: TrainingStage {
         let referenceLatent: Tensor, targetLatent: Tensor, clip: Tensor, canvas: Tensor
     }
 
-    /// The frozen front-ends (no gradients): latents, CLIP embedding, rendered keypoints.
+    /// The frozen front-ends (no gradients, weight dtype in, float32 out): latents, CLIP
+    /// embedding, rendered keypoints.
     func conditions(_ b: PairTensors, sampleLatents: Bool, generator: Generator?) throws -> Conditions {
         try Torch.noGrad {
             func latent(_ x: Tensor) throws -> Tensor {
-                let dist = try model.vae.encode(x)
-                return try (sampleLatents ? dist.sample(generator: generator) : dist.mode()) * latentScale
+                let dist = try model.vae.encode(precision.frozenInput(x))
+                return try (sampleLatents ? dist.sample(generator: generator) : dist.mode()).to(.float32) * latentScale
             }
             let ref = try latent(b.reference)
             let tgt = try latent(b.target).unsqueeze(2)
-            let clip = try model.imageEncoder(clipProcessor((b.reference + 1) / 2)).imageEmbeds.unsqueeze(1)
+            let pixels = try precision.frozenInput(clipProcessor((b.reference + 1) / 2))
+            let clip = try model.imageEncoder(pixels).imageEmbeds.to(.float32).unsqueeze(1)
             let kp = try keypoints(b)
             let s = section.image_size
             let canvas = try Keypoints.draw(kp, height: s, width: s)
@@ -253,7 +261,7 @@ public final class Stage1: TrainingStage {
             return try Tensor.cat([xy, rotated.narrow(2, start: 2, length: 1)], dim: 2)
         }
         guard let me = model.motionExtractor else { throw TrainingError.invalid("no motion extractor and no ground truth") }
-        return try me(b.motionInput)
+        return try me(precision.frozenInput(b.motionInput)).to(.float32)
     }
 
     // MARK: training
@@ -266,10 +274,13 @@ public final class Stage1: TrainingStage {
         let shape = cond.targetLatent.shape
         let n = shape[0]
         let u = try Tensor.rand([3], generator: generator).toArray(Float.self)
+        // Drawn from the run's CPU generator whatever the device, so runs agree across devices.
+        let dev = precision.device
         let draws = HybridMotionDraws(
-            noise: try Tensor.randn(shape, generator: generator),
-            noiseOffset: section.noise_offset > 0 ? try Tensor.randn([n, shape[1], 1, 1, 1], generator: generator) : nil,
-            timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: generator),
+            noise: try Tensor.randn(shape, generator: generator, device: dev),
+            noiseOffset: section.noise_offset > 0
+                ? try Tensor.randn([n, shape[1], 1, 1, 1], generator: generator, device: dev) : nil,
+            timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: generator, device: dev),
             bankDraws: nil, uncond: Double(u[0]) < section.uncond_ratio,
             dropPose: Double(u[1]) < section.pose_drop_prob, dropMotion: Double(u[2]) < section.motion_drop_prob)
         let inputs = HybridMotionInputs(referenceLatent: cond.referenceLatent, targetLatent: cond.targetLatent,
@@ -293,8 +304,9 @@ public final class Stage1: TrainingStage {
 
         // Fixed-draw losses: comparable from one validation to the next.
         let draws = HybridMotionDraws(
-            noise: try Tensor.randn(cond.targetLatent.shape, generator: g), noiseOffset: nil,
-            timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: g), bankDraws: nil,
+            noise: try Tensor.randn(cond.targetLatent.shape, generator: g, device: precision.device), noiseOffset: nil,
+            timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: g,
+                                          device: precision.device), bankDraws: nil,
             uncond: false, dropPose: false, dropMotion: false)
         var fixed = step
         fixed.noiseOffset = 0
@@ -311,7 +323,7 @@ public final class Stage1: TrainingStage {
         try control.update(dropRatio: 0, generator: nil)
         let eps500 = try model.denoiser(noisy, timesteps: t500, clip: cond.clip, motion: motion, poseCond: poseFeatures)
         let x0 = try step.x0(fromEps: eps500, noisy: noisy, timesteps: t500)
-        let onestep = try model.vae.decode(x0.squeeze(2) / latentScale).clamp(min: -1, max: 1)
+        let onestep = try decode(x0.squeeze(2))
 
         // Sampling: reference bank written once, then DDIM from pure noise.
         let sampler = try DDIMScheduler(section.scheduler)
@@ -319,7 +331,7 @@ public final class Stage1: TrainingStage {
         control.clear()
         _ = try model.reference(cond.referenceLatent, timestep: Tensor.zeros([n], dtype: .int64), encoderHiddenStates: cond.clip)
         try control.update(dropRatio: 0, generator: nil)
-        var latents = try Tensor.randn(cond.targetLatent.shape, generator: g)
+        var latents = try Tensor.randn(cond.targetLatent.shape, generator: g, device: precision.device)
         for t in sampler.timesteps {
             let ts = try Tensor.full([n], Double(t), dtype: .int64)
             let eps = try model.denoiser(latents, timesteps: ts, clip: cond.clip, motion: motion, poseCond: poseFeatures)
@@ -331,7 +343,7 @@ public final class Stage1: TrainingStage {
             }
         }
         control.clear()
-        let generated = try model.vae.decode(latents.squeeze(2) / latentScale).clamp(min: -1, max: 1)
+        let generated = try decode(latents.squeeze(2))
 
         // Pixel MSE inside the face box between the generated image and the driving frame.
         let diff = try (generated - b.target).square() * b.faceMask
@@ -344,5 +356,10 @@ public final class Stage1: TrainingStage {
                           to: directory.appendingPathComponent("x0_t500.png").path)
         return ["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
                 "face_mse_pixels": faceMSE]
+    }
+
+    /// Scaled latents → images in [-1, 1] (float32) through the frozen VAE.
+    func decode(_ latents: Tensor) throws -> Tensor {
+        try model.vae.decode(precision.frozenInput(latents / latentScale)).to(.float32).clamp(min: -1, max: 1)
     }
 }

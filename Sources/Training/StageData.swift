@@ -9,14 +9,17 @@ import Torch
 final class PairFeed {
     let sampler: PairSampler
     let capacity: Int
+    /// Batches are handed out on this device.
+    let device: Device
     private var prefetcher: Prefetcher<PairTensors>?
     private var expected = -1
     /// Seconds callers spent blocked on `batch` (0 when the prefetcher keeps ahead).
     private(set) var waitSeconds = 0.0
 
-    init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int) throws {
+    init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int, device: Device = .cpu) throws {
         sampler = try PairSampler(dataset: dataset, config: config)
         capacity = max(1, prefetch)
+        self.device = device
     }
 
     /// The batch with index `index`; sequential requests come from the prefetch queue.
@@ -30,25 +33,46 @@ final class PairFeed {
         guard let (step, b) = try prefetcher!.next() else { throw TrainingError.invalid("data stream ended at batch \(index)") }
         guard step == index else { throw TrainingError.invalid("prefetcher returned batch \(step), wanted \(index)") }
         expected = index + 1
-        return b
+        return try b.to(device)
     }
 
     deinit { prefetcher?.stop() }
 }
 
+extension PairTensors {
+    /// Every tensor of the batch on `device`.
+    func to(_ device: Device) throws -> PairTensors {
+        var b = self
+        func move(_ t: Tensor) throws -> Tensor { t.device == device ? t : try t.to(device) }
+        b.reference = try move(reference)
+        b.target = try move(target)
+        b.faceCrop = try move(faceCrop)
+        b.motionInput = try move(motionInput)
+        b.referenceMotionInput = try move(referenceMotionInput)
+        b.faceMask = try move(faceMask)
+        b.localMask = try move(localMask)
+        b.targetPose = try targetPose.map(move)
+        b.targetKeypoints = try targetKeypoints.map(move)
+        b.referencePose = try referencePose.map(move)
+        b.referenceKeypoints = try referenceKeypoints.map(move)
+        return b
+    }
+}
+
 /// The train feed (config seed, data.train_bs) and the val feed (validation seed and size) of a
-/// stage, at the given image sizes.
+/// stage, at the given image sizes, handing out batches on `device`.
 func stageFeeds(_ c: TrainingConfig, dataset: DatasetReader, imageSize: Int, motionEncoderSize: Int? = nil,
-                motionExtractorSize: Int? = nil, valBatch: Int? = nil) throws -> (train: PairFeed, val: PairFeed) {
+                motionExtractorSize: Int? = nil, valBatch: Int? = nil,
+                device: Device = .cpu) throws -> (train: PairFeed, val: PairFeed) {
     let me = motionEncoderSize ?? imageSize, mx = motionExtractorSize ?? imageSize
     let train = try PairFeed(dataset: dataset, config: samplerConfig(c, imageSize: imageSize, motionEncoderSize: me,
                                                                      motionExtractorSize: mx, split: "train",
                                                                      batchSize: c.data.train_bs, seed: c.seed),
-                             prefetch: c.data.prefetch)
+                             prefetch: c.data.prefetch, device: device)
     let val = try PairFeed(dataset: dataset, config: samplerConfig(c, imageSize: imageSize, motionEncoderSize: me,
                                                                    motionExtractorSize: mx, split: "val",
                                                                    batchSize: valBatch ?? c.validation.num_samples,
-                                                                   seed: c.validation.seed), prefetch: 1)
+                                                                   seed: c.validation.seed), prefetch: 1, device: device)
     return (train, val)
 }
 

@@ -35,10 +35,14 @@ public protocol TrainingStage: AnyObject {
     func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double]
     /// Seconds spent so far waiting for batches (a prefetcher that keeps up keeps this near 0).
     var dataWaitSeconds: Double { get }
+    /// The device and precision the stage placed its modules in (losses and validation run under
+    /// its autocast).
+    var precision: Precision { get }
 }
 
 extension TrainingStage {
     public var dataWaitSeconds: Double { 0 }
+    public var precision: Precision { Precision() }
 }
 
 /// What the trainer reports while it runs (the CLI renders it as a progress bar or lines).
@@ -97,6 +101,8 @@ public final class Trainer {
     let schedule: LRSchedule
     let ema: EMAModel?
     let params: [(String, Tensor)]
+    /// Loss scaling for float16 mixed precision (nil otherwise).
+    let scaler: GradScaler?
 
     public init(config: TrainingConfig, stage: TrainingStage, logger: Logger, interrupt: InterruptFlag = InterruptFlag()) throws {
         self.config = config
@@ -131,20 +137,29 @@ public final class Trainer {
                                   totalSteps: s.max_train_steps, numCycles: s.lr_num_cycles)
         ema = s.use_ema ? try EMAModel(parameters: params, decay: s.ema_decay, minDecay: s.ema_min_decay,
                                        updateAfterStep: s.ema_update_after_step) : nil
+        scaler = stage.precision.needsGradScaler ? GradScaler() : nil
+        let p = stage.precision
+        let mode = p.isMixed ? "mixed precision \(p.weightDtype) (frozen modules in \(p.weightDtype))" : "fp32"
+        logger.info("device \(p.device), \(mode)\(scaler != nil ? ", dynamic loss scaling" : "")")
     }
 
     // MARK: checkpoints
 
     func save(step: Int) throws -> URL {
+        var state = TrainerState(stage: config.stage, step: step, data_cursor: step * samplesPerStep,
+                                 config_digest: try config.digest(),
+                                 rng_generator: try Data(generator.state().contiguousBytes()).base64EncodedString(),
+                                 rng_global: try Data(Generator.defaultState().contiguousBytes()).base64EncodedString(),
+                                 modules: stage.savedModules.map(\.0))
+        if let scaler {
+            state.grad_scale = scaler.scale
+            state.grad_scale_growth_tracker = scaler.growthTracker
+        }
         let contents = CheckpointContents(
             modules: stage.savedModules.map { ($0.0, $0.1.stateDict()) },
             optimizer: try optimizer.exportState() + [("__step__", try Tensor([Int64(step)], shape: []))],
             ema: try ema?.stateDict(),
-            state: TrainerState(stage: config.stage, step: step, data_cursor: step * samplesPerStep,
-                                config_digest: try config.digest(),
-                                rng_generator: try Data(generator.state().contiguousBytes()).base64EncodedString(),
-                                rng_global: try Data(Generator.defaultState().contiguousBytes()).base64EncodedString(),
-                                modules: stage.savedModules.map(\.0)),
+            state: state,
             configYAML: try config.yaml())
         let url = try checkpoints.save(contents)
         onEvent(.checkpoint(step: step, url: url))
@@ -169,6 +184,9 @@ public final class Trainer {
         }
         try generator.setState(try decodeState(state.rng_generator, url))
         try Generator.setDefaultState(try decodeState(state.rng_global, url))
+        if let scaler, let scale = state.grad_scale {
+            scaler.restore(scale: scale, growthTracker: state.grad_scale_growth_tracker ?? 0)
+        }
         return state.step
     }
 
@@ -216,8 +234,7 @@ public final class Trainer {
 
         let accum = max(1, config.solver.gradient_accumulation_steps)
         let clip = config.solver.max_grad_norm
-        let names = params.map(\.0)
-        _ = names
+        let precision = stage.precision
         while step < total {
             if interrupt.isSet {
                 _ = try save(step: step)
@@ -234,7 +251,9 @@ public final class Trainer {
                 // Layer randomness (dropout) comes from the run's generator too, so a resumed run
                 // repeats it exactly whatever else uses the global generator meanwhile.
                 let terms = try RandomContext.with(generator) {
-                    try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
+                    try precision.autocast {
+                        try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
+                    }
                 }
                 tForward += Date().timeIntervalSince(tf)
                 guard let loss = terms["loss"] else { throw TrainingError.invalid("stage returned no 'loss' term") }
@@ -244,21 +263,33 @@ public final class Trainer {
                     sums[k, default: 0] += x / Double(accum)
                 }
                 let tb = Date()
-                try (accum == 1 ? loss : loss / Double(accum)).backward()
+                let part = accum == 1 ? loss : try loss / Double(accum)
+                try (scaler.map { try $0.scaled(part) } ?? part).backward()
                 tBackward += Date().timeIntervalSince(tb)
             }
             let to = Date()
-            let gradNorm = try Autograd.clipGradNorm(params.map(\.1), maxNorm: clip > 0 ? clip : .infinity)
-            try optimizer.step()
+            // float16: gradients back to their true size; a step with Inf/NaN gradients is skipped
+            // and the loss scale shrinks (the loss itself was finite, checked above).
+            let finite = try scaler?.unscale(params.map(\.1)) ?? true
+            var gradNorm = Double.nan
+            if finite {
+                gradNorm = try Autograd.clipGradNorm(params.map(\.1), maxNorm: clip > 0 ? clip : .infinity)
+                try optimizer.step()
+                try ema?.step(params)
+            } else {
+                logger.warning("step \(step + 1): gradients overflowed at loss scale \(scaler!.scale); step skipped")
+            }
+            scaler?.update(foundInf: !finite)
             try optimizer.zeroGrad()
-            try ema?.step(params)
             let tOpt = Date().timeIntervalSince(to)
             let tData = stage.dataWaitSeconds - wait0
             step += 1
             let dt = Date().timeIntervalSince(t0)
             let lr = schedule.learningRate(at: step - 1)
-            var record: [String: Any] = ["step": step, "lr": lr, "grad_norm": gradNorm, "step_time": dt,
+            var record: [String: Any] = ["step": step, "lr": lr, "step_time": dt,
                                          "samples_per_s": Double(samplesPerStep) / max(dt, 1e-9)]
+            if finite { record["grad_norm"] = gradNorm } else { record["skipped_overflow"] = true }
+            if let scaler { record["loss_scale"] = scaler.scale }
             for (k, v) in sums { record[k] = v }
             try metrics.append(record)
             onEvent(.step(StepReport(step: step, totalSteps: total, losses: sums, lr: lr, gradNorm: gradNorm,
@@ -280,7 +311,9 @@ public final class Trainer {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let wasTraining = stage.savedModules.map { $0.1.training }
         for (_, m) in stage.savedModules { m.eval() }
-        let values = try Torch.noGrad { try stage.validate(step: step, directory: dir, logger: logger) }
+        let values = try Torch.noGrad {
+            try stage.precision.autocast { try stage.validate(step: step, directory: dir, logger: logger) }
+        }
         for ((_, m), t) in zip(stage.savedModules, wasTraining) { m.train(t) }
         var record: [String: Any] = ["step": step, "validation": true]
         for (k, v) in values { record["val_\(k)"] = v }

@@ -29,15 +29,18 @@ public final class VAEStage: TrainingStage {
     let config: TrainingConfig
     public var batchSize: Int { config.data.train_bs }
     public var dataWaitSeconds: Double { feed.waitSeconds }
+    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
         self.config = config
+        precision = try Precision(solver: config.solver, logger: logger)
         section = try ConfigLoader.section(VAEStageSection.self, config.stageSection, name: "vae", file: config.sourcePath)
         let vaeConfig = try ConfigLoader.section(AutoencoderKL.Config.self, config.model["vae"], name: "model.vae",
                                                  file: config.sourcePath)
         vae = try AutoencoderKL(vaeConfig)
+        try precision.placeTrained(vae)
         (feed, valFeed) = try stageFeeds(config, dataset: DatasetReader(path: config.data.dataset, logger: logger),
-                                          imageSize: section.image_size)
+                                          imageSize: section.image_size, device: precision.device)
     }
 
     public var savedModules: [(String, Module)] { [("vae", vae)] }
@@ -47,7 +50,7 @@ public final class VAEStage: TrainingStage {
         let x = try feed.batch(sample / batchSize).target
         let posterior = try vae.encode(x)
         let recon = try vae.decode(posterior.sample(generator: generator))
-        let mse = try F.mseLoss(recon, x)
+        let mse = try F.mseLoss(recon.to(.float32), x)
         let kl = try posterior.kl().mean()
         return ["loss": try mse + kl * section.kl_weight, "rec_mse": mse, "kl": kl]
     }
@@ -55,7 +58,7 @@ public final class VAEStage: TrainingStage {
     /// Reconstruction PSNR (images in [-1, 1], peak-to-peak 2) of the posterior mean on val frames.
     public func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double] {
         let x = try valFeed.batch(0).target
-        let recon = try vae.decode(vae.encode(x).mode()).clamp(min: -1, max: 1)
+        let recon = try vae.decode(vae.encode(x).mode()).to(.float32).clamp(min: -1, max: 1)
         let mse = try F.mseLoss(recon, x).item()
         let psnr = 10 * log10(4 / max(mse, 1e-12))
         let s = x.shape

@@ -25,6 +25,7 @@ final class RegressionStage: TrainingStage {
     let target: Tensor
     var nanAtSample: Int?
     let batchSize = 8
+    var precision = Precision()
 
     init() throws {
         let g = try Generator(seed: 7)

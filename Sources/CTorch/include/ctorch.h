@@ -42,6 +42,12 @@ int tc_get_num_threads(int *out);
 int tc_manual_seed(uint64_t seed);
 int tc_set_grad_enabled(int enabled, int *previous);
 int tc_is_grad_enabled(int *out);
+// Autocast (torch.autocast) for a device type: enter enables it with the given lower-precision
+// dtype (TC_DTYPE_F16/BF16) or disables it (enabled = 0), writing the previous state; exit
+// restores that state and clears the cast cache when the outermost autocast region ends.
+int tc_autocast_enter(int dev_type, int enabled, int dtype, int *prev_enabled, int *prev_dtype);
+int tc_autocast_exit(int dev_type, int prev_enabled, int prev_dtype);
+int tc_autocast_is_enabled(int dev_type, int *out);
 
 // ---- lifetime and metadata -------------------------------------------------------------------
 void tc_free(tc_tensor t);

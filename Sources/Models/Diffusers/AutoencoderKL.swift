@@ -33,14 +33,7 @@ public struct DiagonalGaussian {
     /// diffusers' `randn_tensor(mean.shape, generator=…)`: a CPU generator with CUDA latents draws
     /// on the CPU and moves the noise, so results do not depend on the device.
     public func sample(generator: Generator? = nil) throws -> Tensor {
-        let eps: Tensor
-        if mean.device == .cpu || generator == nil {
-            eps = try Tensor.randn(mean.shape, dtype: mean.dtype, generator: generator, device: mean.device)
-        } else if let onDevice = try? Tensor.randn(mean.shape, dtype: mean.dtype, generator: generator, device: mean.device) {
-            eps = onDevice
-        } else {
-            eps = try Tensor.randn(mean.shape, dtype: mean.dtype, generator: generator, device: .cpu).to(mean.device)
-        }
+        let eps = try Tensor.randn(mean.shape, dtype: mean.dtype, generator: generator, device: mean.device)
         return try mean + std * eps
     }
 
