@@ -76,7 +76,7 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "Torch"]),
         .testTarget(name: "FixtureTests", dependencies: ["FixtureKit", "Models", "NN", "Torch"]),
         .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data", "Media"]),
     ],
     cxxLanguageStandard: .cxx17
 )

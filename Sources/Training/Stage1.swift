@@ -325,25 +325,16 @@ public final class Stage1: TrainingStage {
         let x0 = try step.x0(fromEps: eps500, noisy: noisy, timesteps: t500)
         let onestep = try decode(x0.squeeze(2))
 
-        // Sampling: reference bank written once, then DDIM from pure noise.
-        let sampler = try DDIMScheduler(section.scheduler)
-        try sampler.setTimesteps(config.validation.num_inference_steps)
-        control.clear()
-        _ = try model.reference(cond.referenceLatent, timestep: Tensor.zeros([n], dtype: .int64), encoderHiddenStates: cond.clip)
-        try control.update(dropRatio: 0, generator: nil)
-        var latents = try Tensor.randn(cond.targetLatent.shape, generator: g, device: precision.device)
-        for t in sampler.timesteps {
-            let ts = try Tensor.full([n], Double(t), dtype: .int64)
-            let eps = try model.denoiser(latents, timesteps: ts, clip: cond.clip, motion: motion, poseCond: poseFeatures)
-            let out = try sampler.step(modelOutput: eps, timestep: Tensor([Int64(t)]), sample: latents)
-            latents = out.prevSample
-            if logger.logLevel <= .debug {
-                let (x0s, es, ss) = (try out.predOriginalSample.std().item(), try eps.std().item(), try latents.std().item())
-                logger.debug("sampling t=\(t): x0 std \(x0s), eps std \(es), sample std \(ss)")
-            }
-        }
-        control.clear()
-        let generated = try decode(latents.squeeze(2))
+        // Cross reenactment: every val reference driven by every val driving frame (n² samples;
+        // the diagonal pairs each reference with its own driving frame).
+        let ri = try Tensor((0..<n).flatMap { i in [Int64](repeating: Int64(i), count: n) }).to(precision.device)
+        let di = try Tensor((0..<n).flatMap { _ in (0..<n).map(Int64.init) }).to(precision.device)
+        let shape = cond.targetLatent.shape
+        let all = try sample(referenceLatent: cond.referenceLatent.indexSelect(0, ri), clip: cond.clip.indexSelect(0, ri),
+                             motion: motion.indexSelect(0, di), pose: poseFeatures.indexSelect(0, di),
+                             shape: [n * n] + shape.dropFirst(), generator: g, logger: logger)
+        let diagonal = try Tensor((0..<n).map { Int64($0 * n + $0) }).to(precision.device)
+        let generated = try all.indexSelect(0, diagonal)
 
         // Pixel MSE inside the face box between the generated image and the driving frame.
         let diff = try (generated - b.target).square() * b.faceMask
@@ -354,8 +345,69 @@ public final class Stage1: TrainingStage {
                           to: directory.appendingPathComponent("grid.png").path)
         try ImageIO.write(RGBImage(width: 2 * s[3], height: s[0] * s[2], pixels: gridImage([b.target, onestep])),
                           to: directory.appendingPathComponent("x0_t500.png").path)
-        return ["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
-                "face_mse_pixels": faceMSE]
+        // reenact.png: top row the driving frames, left column the references, cell (i, j) =
+        // reference i in the pose and expression of driving frame j.
+        let blank = try Tensor.full([1] + s.dropFirst(), -1, device: precision.device)
+        var columns = [try Tensor.cat([blank, b.reference], dim: 0)]
+        for j in 0..<n {
+            let cells = try Tensor((0..<n).map { Int64($0 * n + j) }).to(precision.device)
+            columns.append(try Tensor.cat([b.target.narrow(0, start: j, length: 1), all.indexSelect(0, cells)], dim: 0))
+        }
+        try ImageIO.write(RGBImage(width: (n + 1) * s[3], height: (n + 1) * s[2], pixels: gridImage(columns)),
+                          to: directory.appendingPathComponent("reenact.png").path)
+
+        var metrics = ["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
+                       "face_mse_pixels": faceMSE]
+        // Does the generated head take the driving pose? Head angles read by the frozen motion
+        // extractor from every generated cell vs its driving frame, next to the error of simply
+        // copying the reference (what a model that ignores the driving signals would score).
+        if model.motionExtractor != nil {
+            let driving = try headAngles(b.target.indexSelect(0, di))
+            metrics["pose_error_deg"] = try (headAngles(all) - driving).abs().mean().item()
+            metrics["pose_error_copy_reference_deg"] = try (headAngles(b.reference.indexSelect(0, ri)) - driving).abs().mean().item()
+        }
+        return metrics
+    }
+
+    /// DDIM sampling from pure noise with the reference bank written once; one pose/motion
+    /// condition per sample. Returns images in [-1, 1].
+    func sample(referenceLatent: Tensor, clip: Tensor, motion: Tensor, pose: Tensor, shape: [Int],
+                generator g: Generator, logger: Logger) throws -> Tensor {
+        let n = shape[0]
+        let sampler = try DDIMScheduler(section.scheduler)
+        try sampler.setTimesteps(config.validation.num_inference_steps)
+        control.clear()
+        defer { control.clear() }
+        _ = try model.reference(referenceLatent, timestep: Tensor.zeros([n], dtype: .int64), encoderHiddenStates: clip)
+        try control.update(dropRatio: 0, generator: nil)
+        var latents = try Tensor.randn(shape, generator: g, device: precision.device)
+        for t in sampler.timesteps {
+            let ts = try Tensor.full([n], Double(t), dtype: .int64)
+            let eps = try model.denoiser(latents, timesteps: ts, clip: clip, motion: motion, poseCond: pose)
+            let out = try sampler.step(modelOutput: eps, timestep: Tensor([Int64(t)]), sample: latents)
+            latents = out.prevSample
+            if logger.logLevel <= .debug {
+                let (x0s, es, ss) = (try out.predOriginalSample.std().item(), try eps.std().item(), try latents.std().item())
+                logger.debug("sampling t=\(t): x0 std \(x0s), eps std \(es), sample std \(ss)")
+            }
+        }
+        return try decode(latents.squeeze(2))
+    }
+
+    /// Pitch, yaw and roll in degrees, (N, 3), that the frozen motion extractor reads from images
+    /// in [-1, 1] (resized to its input size).
+    func headAngles(_ images: Tensor) throws -> Tensor {
+        guard let me = model.motionExtractor else { throw TrainingError.invalid("no motion extractor") }
+        let size = section.motion_extractor_size
+        var x = try (images + 1) / 2
+        if x.shape[2] != size || x.shape[3] != size {
+            x = try F.interpolate(x, size: (size, size), mode: .bilinear)
+        }
+        let out = try me.detector(precision.frozenInput(x))
+        let bins = me.config.num_bins
+        return try Tensor.stack([out.pitch, out.yaw, out.roll].map {
+            try Keypoints.degrees($0.to(.float32), numBins: bins, idx: me.idx_tensor.to(.float32))
+        }, dim: 1)
     }
 
     /// Scaled latents → images in [-1, 1] (float32) through the frozen VAE.

@@ -2,6 +2,7 @@
 // falls, and a resumed run reproduces an uninterrupted one exactly.
 import Foundation
 import Logging
+import Media
 import Testing
 import Torch
 @testable import Training
@@ -10,12 +11,30 @@ import Torch
     let logger = Logger(label: "test")
 
     /// A scratch folder with a dataset, a (one-step) VAE checkpoint and a stage-1 config.
-    func setUp(steps: Int, checkpointEvery: Int) throws -> (dir: URL, config: URL) {
+    /// With `motionExtractor`, a one-step tiny motion extractor is trained too and stage 1 uses
+    /// it (validation then measures the generated head pose with it).
+    func setUp(steps: Int, checkpointEvery: Int, validateEvery: Int = 0,
+               motionExtractor: Bool = false) throws -> (dir: URL, config: URL) {
         let dir = try scratchWithDataset(clips: 8, frames: 16)
         try tinyVAEConfig(steps: 1, checkpointEvery: 1).write(to: dir.appendingPathComponent("vae.yaml"),
                                                               atomically: true, encoding: .utf8)
         let (s, o) = try runCLI(["train", "vae.yaml"], in: dir)
         #expect(s == 0, "\(o)")
+        if motionExtractor {
+            let me = """
+                stage: motion_extractor
+                run_name: me
+                model:
+                  motion_extractor: {num_kp: 21, num_bins: 66, depths: [1, 1, 1, 1], dims: [8, 8, 16, 16]}
+                data: {dataset: Datasets/synth.h5, train_bs: 2, sample_margin: 2}
+                solver: {learning_rate: 1.0e-3, max_train_steps: 1}
+                validation: {validation_steps: 0, num_samples: 2}
+                checkpointing: {checkpointing_steps: 1}
+                """
+            try me.write(to: dir.appendingPathComponent("me.yaml"), atomically: true, encoding: .utf8)
+            let (s, o) = try runCLI(["train", "me.yaml"], in: dir)
+            #expect(s == 0, "\(o)")
+        }
         let model = TrainingTestPaths.packageRoot.appendingPathComponent("Configs/tiny/model.yaml").path
         let yaml = """
             stage: stage1
@@ -27,14 +46,15 @@ import Torch
               dataset: \(dir.path)/Datasets/synth.h5
               train_bs: 4
               sample_margin: 2
-              use_gt_keypoints: true
+              use_gt_keypoints: \(!motionExtractor)
             solver:
               learning_rate: 3.0e-4
               lr_scheduler: constant
               max_train_steps: \(steps)
             validation:
-              validation_steps: 0
+              validation_steps: \(validateEvery)
               num_samples: 2
+              num_inference_steps: 3
             checkpointing:
               checkpointing_steps: \(checkpointEvery)
               keep_last: 2
@@ -42,6 +62,7 @@ import Torch
             stage1:
               vae_checkpoint: \(dir.path)/Checkpoints/vae/checkpoint-1
               latent_scale: 0
+              motion_extractor_checkpoint: \(motionExtractor ? "\(dir.path)/Checkpoints/me/checkpoint-1" : "")
             """
         let url = dir.appendingPathComponent("stage1.yaml")
         try yaml.write(to: url, atomically: true, encoding: .utf8)
@@ -69,6 +90,30 @@ import Torch
         #expect(l.count == 100)
         let first = l.prefix(20).reduce(0, +) / 20, last = l.suffix(20).reduce(0, +) / 20
         #expect(last < first * 0.8, "stage-1 loss did not fall: first 20 mean \(first), last 20 mean \(last)")
+    }
+
+    @Test func validationWritesGridsAndPoseMetrics() throws {
+        let (dir, config) = try setUp(steps: 2, checkpointEvery: 0, validateEvery: 2, motionExtractor: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try train(dir, config)
+        let run = dir.appendingPathComponent("Experiments/s1")
+        for step in [0, 2] {
+            for file in ["grid.png", "reenact.png", "x0_t500.png"] {
+                let path = run.appendingPathComponent("validation/step-\(step)/\(file)").path
+                #expect(FileManager.default.fileExists(atPath: path), "missing \(path)")
+            }
+        }
+        let vals = MetricsLog.read(run.appendingPathComponent("metrics.jsonl")).filter { $0["validation"] != nil }
+        #expect(vals.count == 2)
+        for v in vals {
+            for key in ["val_masked_mse", "val_face_mse_pixels", "val_pose_error_deg", "val_pose_error_copy_reference_deg"] {
+                let x = v[key] as? Double
+                #expect(x != nil && x!.isFinite && x! >= 0, "\(key) = \(String(describing: x))")
+            }
+        }
+        // reenact.png: (n + 1) × (n + 1) cells of 64² for n = 2 val samples.
+        let png = try ImageIO.read(run.appendingPathComponent("validation/step-2/reenact.png").path)
+        #expect(png.width == 3 * 64 && png.height == 3 * 64)
     }
 
     @Test func stage1ResumeIsExact() throws {
