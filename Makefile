@@ -61,11 +61,14 @@ test: deps
 # synthetic dataset → tiny VAE → tiny motion extractor → stage 1, then a report of every run.
 # Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-stage1
+# 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
+# faces) and 4-second clips at 10 fps (so that reference and target frames differ in head pose).
+DEMO_SYNTH := --clips 256 --frames 40 --fps 10
 # LibTorch runs 2 threads (solver.threads); a second OpenBLAS pool would oversubscribe 2 cores.
 demo: export OPENBLAS_NUM_THREADS = 1
 demo: build
 	@$(BIN) --version
-	@test -f Datasets/synth.h5 || $(BIN) dataset synth --out Datasets/synth.h5
+	@test -f Datasets/synth.h5 || $(BIN) dataset synth --out Datasets/synth.h5 $(DEMO_SYNTH)
 	$(BIN) dataset inspect Datasets/synth.h5
 	$(BIN) train Configs/tiny/vae.yaml --resume latest
 	$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest

@@ -32,6 +32,9 @@ extension TrainingConfig {
             out.append("solver.weight_dtype '\(s.weight_dtype)' is unknown; known: fp32, fp16, bf16")
         }
         if data.train_bs < 1 { out.append("data.train_bs must be >= 1") }
+        if data.color_jitter.count != 3 || data.color_jitter.contains(where: { !($0 >= 0) }) {
+            out.append("data.color_jitter must be three strengths >= 0 [brightness, contrast, saturation] (got \(data.color_jitter))")
+        }
         if run_name.isEmpty || run_name.contains("/") { out.append("run_name must be a non-empty folder name") }
         if checkpointing.keep_last < 0 { out.append("checkpointing.keep_last must be >= 0") }
         for (key, path) in requiredFiles where !FileManager.default.fileExists(atPath: path) {

@@ -79,9 +79,11 @@ func stageFeeds(_ c: TrainingConfig, dataset: DatasetReader, imageSize: Int, mot
 /// Sampler settings from the config's data section for a split.
 func samplerConfig(_ c: TrainingConfig, imageSize: Int, motionEncoderSize: Int, motionExtractorSize: Int,
                    split: String, batchSize: Int, seed: UInt64) -> SamplerConfig {
-    SamplerConfig(imageSize: imageSize, motionEncoderSize: motionEncoderSize, motionExtractorSize: motionExtractorSize,
-                  sampleMargin: c.data.sample_margin, nSampleFrames: c.data.n_sample_frames, sampleRate: c.data.sample_rate,
-                  batchSize: batchSize, seed: seed, split: split)
+    let jitter = c.data.color_jitter.count == 3 ? c.data.color_jitter : DataSection().color_jitter
+    return SamplerConfig(imageSize: imageSize, motionEncoderSize: motionEncoderSize, motionExtractorSize: motionExtractorSize,
+                         sampleMargin: c.data.sample_margin, nSampleFrames: c.data.n_sample_frames,
+                         sampleRate: c.data.sample_rate, batchSize: batchSize, seed: seed, split: split,
+                         brightness: jitter[0], contrast: jitter[1], saturation: jitter[2])
 }
 
 /// Images in [-1, 1], (B, 3, H, W) → a grid image with one column per tensor and one row per sample.

@@ -77,12 +77,16 @@ public struct DataSection: Codable, Sendable, Equatable {
     public var sample_rate: Int = 1
     /// Use the dataset's ground-truth keypoints instead of the motion extractor (synthetic data).
     public var use_gt_keypoints: Bool = false
+    /// Colour jitter of the motion encoder's face crop: [brightness, contrast, saturation]
+    /// strengths as torchvision's ColorJitter (the crop must carry motion, not appearance).
+    public var color_jitter: [Double] = [0.2, 0.2, 0.2]
 
     static let keys = ["dataset", "train_bs", "val_bs", "prefetch", "sample_margin", "n_sample_frames", "sample_rate",
-                       "use_gt_keypoints"]
+                       "use_gt_keypoints", "color_jitter"]
     public init() {}
     enum K: String, CodingKey {
-        case dataset, train_bs, val_bs, prefetch, sample_margin, n_sample_frames, sample_rate, use_gt_keypoints
+        case dataset, train_bs, val_bs, prefetch, sample_margin, n_sample_frames, sample_rate, use_gt_keypoints,
+             color_jitter
     }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Self.keys)
@@ -96,6 +100,7 @@ public struct DataSection: Codable, Sendable, Equatable {
         n_sample_frames = try c.value(.n_sample_frames, default: d.n_sample_frames)
         sample_rate = try c.value(.sample_rate, default: d.sample_rate)
         use_gt_keypoints = try c.value(.use_gt_keypoints, default: d.use_gt_keypoints)
+        color_jitter = try c.value(.color_jitter, default: d.color_jitter)
     }
 }
 

@@ -220,8 +220,10 @@ func losses(_ dir: URL) -> [Double] {
         }
         var c = try ConfigLoader.decode(TrainingConfig.self, yaml: base, file: "c.yaml")
         c.solver.lr_scheduler = "cosin"
+        c.data.color_jitter = [0.2, 0.2]
         let problems = c.problems(requiredFiles: [("data.dataset", "/no/such/file.h5")])
         #expect(problems.contains { $0.contains("lr_scheduler") })
+        #expect(problems.contains { $0.contains("data.color_jitter") })
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
     }
 
