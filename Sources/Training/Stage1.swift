@@ -362,9 +362,11 @@ public final class Stage1: TrainingStage {
         // extractor from every generated cell vs its driving frame, next to the error of simply
         // copying the reference (what a model that ignores the driving signals would score).
         if model.motionExtractor != nil {
-            let driving = try headAngles(b.target.indexSelect(0, di))
+            // Angles of the n driving and n reference frames, spread over the n² cells.
+            let driving = try headAngles(b.target).indexSelect(0, di)
+            let reference = try headAngles(b.reference).indexSelect(0, ri)
             metrics["pose_error_deg"] = try (headAngles(all) - driving).abs().mean().item()
-            metrics["pose_error_copy_reference_deg"] = try (headAngles(b.reference.indexSelect(0, ri)) - driving).abs().mean().item()
+            metrics["pose_error_copy_reference_deg"] = try (reference - driving).abs().mean().item()
         }
         return metrics
     }
