@@ -58,9 +58,10 @@ test: deps
 	swift test $(SWIFT_FLAGS) --skip-build
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
-# synthetic dataset → tiny VAE → tiny motion extractor → stage 1, then a report of every run.
+# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1, then a report of
+# every run.
 # Re-running resumes each run from its latest checkpoint (finished runs are skipped).
-DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-stage1
+DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
 # 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
 # faces) and 4-second clips at 10 fps (so that reference and target frames differ in head pose).
 DEMO_SYNTH := --clips 256 --frames 40 --fps 10
@@ -72,11 +73,12 @@ demo: build
 	$(BIN) dataset inspect Datasets/synth.h5
 	$(BIN) train Configs/tiny/vae.yaml --resume latest
 	$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest
+	$(BIN) train Configs/tiny/unet.yaml --resume latest
 	$(BIN) train Configs/tiny/stage1.yaml --resume latest
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"
-	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-stage1"
+	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1"
 
 bench: build
 	$(BIN) bench ops

@@ -19,9 +19,17 @@ public struct Stage1Section: Codable, Sendable {
     /// CLIPVisionModelWithProjection weights (a diffusers/transformers folder or safetensors); empty
     /// means a frozen randomly initialised encoder (the tiny default: CLIP cannot be downloaded).
     public var image_encoder_path: String = ""
+    /// The 2D UNet both UNets start from (the reference's base_model_path, sd-image-variations):
+    /// a `unet` stage checkpoint, a diffusers pipeline or UNet folder, or a weights file. The
+    /// reference UNet loads it (less conv_norm_out/conv_out), the denoising UNet as
+    /// from_pretrained_2d does. Empty: both start from random weights.
+    public var base_model_path: String = ""
     public var image_size: Int = 64
     public var motion_encoder_size: Int = 64
     public var motion_extractor_size: Int = 64
+    /// Radius of the rendered keypoint discs in pixels; 0 keeps the reference's proportion (radius 4
+    /// on its 512² canvas, so 1 at 64²: radius 4 would merge a tiny face's discs into one blob).
+    public var keypoint_radius: Int = 0
     /// Latent scaling factor; ≤ 0 estimates 1/std of the VAE latents from the data (for VAEs that
     /// were not calibrated like SD's, 0.18215).
     public var latent_scale: Double = 0.18215
@@ -50,8 +58,8 @@ public struct Stage1Section: Codable, Sendable {
     }
 
     enum K: String, CodingKey, CaseIterable {
-        case vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, image_size, motion_encoder_size,
-             motion_extractor_size, latent_scale, noise_offset, uncond_ratio, pose_drop_prob, motion_drop_prob,
+        case vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, base_model_path, image_size, motion_encoder_size,
+             motion_extractor_size, keypoint_radius, latent_scale, noise_offset, uncond_ratio, pose_drop_prob, motion_drop_prob,
              bank_drop_ratio, reference_frozen, loss_mse_weight, loss_local_weight, scheduler
     }
     public init() {}
@@ -62,9 +70,15 @@ public struct Stage1Section: Codable, Sendable {
         vae_checkpoint = try c.value(.vae_checkpoint, default: d.vae_checkpoint)
         motion_extractor_checkpoint = try c.value(.motion_extractor_checkpoint, default: d.motion_extractor_checkpoint)
         image_encoder_path = try c.value(.image_encoder_path, default: d.image_encoder_path)
+        base_model_path = try c.value(.base_model_path, default: d.base_model_path)
         image_size = try c.value(.image_size, default: d.image_size)
         motion_encoder_size = try c.value(.motion_encoder_size, default: d.motion_encoder_size)
         motion_extractor_size = try c.value(.motion_extractor_size, default: d.motion_extractor_size)
+        keypoint_radius = try c.value(.keypoint_radius, default: d.keypoint_radius)
+        guard keypoint_radius >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .keypoint_radius, in: c,
+                                                   debugDescription: "expected a radius >= 0 (0 = scaled to image_size), got \(keypoint_radius)")
+        }
         latent_scale = try c.value(.latent_scale, default: d.latent_scale)
         noise_offset = try c.value(.noise_offset, default: d.noise_offset)
         uncond_ratio = try c.value(.uncond_ratio, default: d.uncond_ratio)
@@ -76,6 +90,9 @@ public struct Stage1Section: Codable, Sendable {
         loss_local_weight = try c.value(.loss_local_weight, default: d.loss_local_weight)
         scheduler = try c.value(.scheduler, default: d.scheduler)
     }
+
+    /// The disc radius the keypoint renderer uses at image_size.
+    public var renderRadius: Int { keypoint_radius > 0 ? keypoint_radius : Keypoints.renderRadius(canvasSize: image_size) }
 }
 
 /// The networks of stage 1, built from the config's `model` section.
@@ -120,32 +137,28 @@ public final class Stage1: TrainingStage {
                                                  withOutputLayers: false)
         let poseGuider = try PoseGuider(part(PoseGuider.Config.self, "pose_guider"))
         let motionEncoder = try MotionEncoder(part(MotionEncoder.Config.self, "motion_encoder"))
-        let clipConfig = try part(CLIPVisionModelWithProjection.Config.self, "image_encoder")
-        let imageEncoder = try CLIPVisionModelWithProjection(clipConfig)
-        if !section.image_encoder_path.isEmpty {
-            try Self.loadWeights(imageEncoder, path: section.image_encoder_path, file: "model.safetensors")
-        } else {
-            logger.notice("image encoder: no weights given (stage1.image_encoder_path); using a frozen random CLIP")
+        if !section.base_model_path.isEmpty {
+            let base = try FrozenNetworks.baseUNetWeights(section.base_model_path)
+            try reference.load(from: base, ignoreUnexpected: FrozenNetworks.referenceUNetOmits)
+            try denoiser.loadPretrained2D(unet2DStateDict: base)
+            logger.info("reference and denoising UNets initialised from \(section.base_model_path)")
         }
-        let vae = try Self.loadCheckpointModule(section.vae_checkpoint, key: "vae", logger: logger) { c in
-            try AutoencoderKL(ConfigLoader.section(AutoencoderKL.Config.self, c.model["vae"], name: "model.vae", file: file))
-        }
+        let (imageEncoder, processor) = try FrozenNetworks.imageEncoder(config, path: section.image_encoder_path,
+                                                                         section: "stage1", precision: precision, logger: logger)
+        let vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "stage1", precision: precision,
+                                         logger: logger)
         var extractor: MotionExtractor?
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
-            extractor = try Self.loadCheckpointModule(section.motion_extractor_checkpoint, key: "motion_extractor",
-                                                      logger: logger) { c in
+            let me = try FrozenNetworks.loadCheckpointModule(section.motion_extractor_checkpoint, key: "motion_extractor",
+                                                             section: "stage1", logger: logger) { c in
                 try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, c.model["motion_extractor"],
                                                          name: "model.motion_extractor", file: file))
             }
+            try FrozenNetworks.freeze(me, precision)
+            extractor = me
         }
         model = Stage1Model(denoiser: denoiser, reference: reference, poseGuider: poseGuider,
                             motionEncoder: motionEncoder, imageEncoder: imageEncoder, vae: vae, motionExtractor: extractor)
-        // Frozen networks: no gradients, eval mode for good, in the weight dtype.
-        for m in [vae, imageEncoder] as [Module] + (extractor.map { [$0] } ?? []) {
-            try m.freeze()
-            m.eval()
-            try precision.placeFrozen(m)
-        }
         try reference.freeze(section.reference_frozen)
         for m in [denoiser, reference, poseGuider, motionEncoder] as [Module] { try precision.placeTrained(m) }
 
@@ -157,9 +170,6 @@ public final class Stage1: TrainingStage {
         s.bankDropRatio = section.bank_drop_ratio
         s.lossWeights = (section.loss_mse_weight, section.loss_local_weight)
         step = s
-        var processor = CLIPImageProcessor()
-        processor.shortestEdge = clipConfig.image_size
-        processor.cropSize = clipConfig.image_size
         clipProcessor = processor
 
         let ds = try DatasetReader(path: config.data.dataset, logger: logger)
@@ -169,53 +179,8 @@ public final class Stage1: TrainingStage {
         (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
                                           motionEncoderSize: section.motion_encoder_size,
                                           motionExtractorSize: section.motion_extractor_size, device: precision.device)
-        latentScale = section.latent_scale
-        if latentScale <= 0 {
-            // As SD's 0.18215 was chosen: 1 / std of the VAE's latents, here on a few training batches.
-            let stats = try Torch.noGrad {
-                let s = section.image_size
-                let probe = try PairFeed(dataset: ds, config: samplerConfig(config, imageSize: s, motionEncoderSize: s,
-                                                                            motionExtractorSize: s, split: "train",
-                                                                            batchSize: 16, seed: config.seed &+ 1),
-                                         prefetch: 1, device: precision.device)
-                let z = try Tensor.cat((0..<2).map {
-                    try vae.encode(precision.frozenInput(probe.batch($0).target)).mode().to(.float32)
-                }, dim: 0)
-                return try z.std().item()
-            }
-            latentScale = 1 / max(stats, 1e-6)
-            logger.info("latent scale estimated from the data: \(String(format: "%.5f", latentScale)) (1/std)")
-        }
-    }
-
-    /// Builds a frozen module from a `train` checkpoint folder (its config.yaml says how) or
-    /// loads a diffusers-style folder / weights file.
-    static func loadCheckpointModule<M: Module>(_ path: String, key: String, logger: Logger,
-                                                build: (TrainingConfig) throws -> M) throws -> M {
-        guard !path.isEmpty else { throw TrainingError.invalid("stage1.\(key)_checkpoint is required") }
-        let folder = URL(fileURLWithPath: path)
-        let cfgPath = folder.appendingPathComponent("config.yaml").path
-        guard FileManager.default.fileExists(atPath: cfgPath) else {
-            throw TrainingError.invalid("\(path): no config.yaml (expected a checkpoint folder written by `personalive train`)")
-        }
-        let m = try build(TrainingConfig.load(path: cfgPath))
-        try m.load(from: SafeTensorsSource(path: folder.appendingPathComponent("\(key).safetensors").path))
-        logger.info("loaded \(key) from \(path)")
-        return m
-    }
-
-    static func loadWeights(_ m: Module, path: String, file: String) throws {
-        var isDir: ObjCBool = false
-        FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-        let source: StateDictSource
-        if isDir.boolValue {
-            source = try SafeTensorsSource(path: URL(fileURLWithPath: path).appendingPathComponent(file).path)
-        } else if path.hasSuffix(".safetensors") || path.hasSuffix(".index.json") {
-            source = try SafeTensorsSource(path: path)
-        } else {
-            source = TensorDictSource(try Pth.load(path: path), name: path)
-        }
-        try m.load(from: source, ignoreUnexpected: ["vision_model.embeddings.position_ids"])
+        latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
+                                                     imageSize: section.image_size, precision: precision, logger: logger)
     }
 
     public var savedModules: [(String, Module)] {
@@ -238,16 +203,15 @@ public final class Stage1: TrainingStage {
     func conditions(_ b: PairTensors, sampleLatents: Bool, generator: Generator?) throws -> Conditions {
         try Torch.noGrad {
             func latent(_ x: Tensor) throws -> Tensor {
-                let dist = try model.vae.encode(precision.frozenInput(x))
-                return try (sampleLatents ? dist.sample(generator: generator) : dist.mode()).to(.float32) * latentScale
+                try FrozenNetworks.encode(model.vae, x, scale: latentScale, sample: sampleLatents, generator: generator,
+                                          precision: precision)
             }
             let ref = try latent(b.reference)
             let tgt = try latent(b.target).unsqueeze(2)
-            let pixels = try precision.frozenInput(clipProcessor((b.reference + 1) / 2))
-            let clip = try model.imageEncoder(pixels).imageEmbeds.to(.float32).unsqueeze(1)
+            let clip = try FrozenNetworks.clipEmbeds(model.imageEncoder, clipProcessor, b.reference, precision: precision)
             let kp = try keypoints(b)
             let s = section.image_size
-            let canvas = try Keypoints.draw(kp, height: s, width: s)
+            let canvas = try Keypoints.draw(kp, height: s, width: s, radius: section.renderRadius)
             return Conditions(referenceLatent: ref, targetLatent: tgt, clip: clip, canvas: canvas)
         }
     }
@@ -336,9 +300,11 @@ public final class Stage1: TrainingStage {
         let diagonal = try Tensor((0..<n).map { Int64($0 * n + $0) }).to(precision.device)
         let generated = try all.indexSelect(0, diagonal)
 
-        // Pixel MSE inside the face box between the generated image and the driving frame.
-        let diff = try (generated - b.target).square() * b.faceMask
-        let faceMSE = try diff.sum().item() / max(1, try b.faceMask.sum().item() * 3)
+        // Pixel MSE inside the face box between the generated image and the driving frame, and the
+        // same for the VAE-decoded reference (what a model that ignores the driving pose scores).
+        let maskSum = max(1, try b.faceMask.sum().item() * 3)
+        func faceMSE(_ x: Tensor) throws -> Double { try ((x - b.target).square() * b.faceMask).sum().item() / maskSum }
+        let decodedReference = try decode(cond.referenceLatent)
         let s = b.target.shape
         let grid = try gridImage([b.reference, b.target, cond.canvas * 2 - 1, generated])
         try ImageIO.write(RGBImage(width: 4 * s[3], height: s[0] * s[2], pixels: grid),
@@ -357,16 +323,22 @@ public final class Stage1: TrainingStage {
                           to: directory.appendingPathComponent("reenact.png").path)
 
         var metrics = ["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
-                       "face_mse_pixels": faceMSE]
+                       "face_mse_pixels": try faceMSE(generated),
+                       "face_mse_pixels_copy_reference": try faceMSE(decodedReference)]
         // Does the generated head take the driving pose? Head angles read by the frozen motion
         // extractor from every generated cell vs its driving frame, next to the error of simply
-        // copying the reference (what a model that ignores the driving signals would score).
+        // copying the reference (what a model that ignores the driving signals would score) and
+        // the error on the VAE's reconstructions of the driving frames (the best a sample through
+        // this VAE can score).
         if model.motionExtractor != nil {
             // Angles of the n driving and n reference frames, spread over the n² cells.
-            let driving = try headAngles(b.target).indexSelect(0, di)
+            let drivingAngles = try headAngles(b.target)
+            let driving = try drivingAngles.indexSelect(0, di)
             let reference = try headAngles(b.reference).indexSelect(0, ri)
             metrics["pose_error_deg"] = try (headAngles(all) - driving).abs().mean().item()
             metrics["pose_error_copy_reference_deg"] = try (reference - driving).abs().mean().item()
+            let reconstructed = try decode(cond.targetLatent.squeeze(2))
+            metrics["pose_error_vae_deg"] = try (headAngles(reconstructed) - drivingAngles).abs().mean().item()
         }
         return metrics
     }
@@ -375,23 +347,14 @@ public final class Stage1: TrainingStage {
     /// condition per sample. Returns images in [-1, 1].
     func sample(referenceLatent: Tensor, clip: Tensor, motion: Tensor, pose: Tensor, shape: [Int],
                 generator g: Generator, logger: Logger) throws -> Tensor {
-        let n = shape[0]
-        let sampler = try DDIMScheduler(section.scheduler)
-        try sampler.setTimesteps(config.validation.num_inference_steps)
         control.clear()
         defer { control.clear() }
-        _ = try model.reference(referenceLatent, timestep: Tensor.zeros([n], dtype: .int64), encoderHiddenStates: clip)
+        _ = try model.reference(referenceLatent, timestep: Tensor.zeros([shape[0]], dtype: .int64), encoderHiddenStates: clip)
         try control.update(dropRatio: 0, generator: nil)
-        var latents = try Tensor.randn(shape, generator: g, device: precision.device)
-        for t in sampler.timesteps {
-            let ts = try Tensor.full([n], Double(t), dtype: .int64)
-            let eps = try model.denoiser(latents, timesteps: ts, clip: clip, motion: motion, poseCond: pose)
-            let out = try sampler.step(modelOutput: eps, timestep: Tensor([Int64(t)]), sample: latents)
-            latents = out.prevSample
-            if logger.logLevel <= .debug {
-                let (x0s, es, ss) = (try out.predOriginalSample.std().item(), try eps.std().item(), try latents.std().item())
-                logger.debug("sampling t=\(t): x0 std \(x0s), eps std \(es), sample std \(ss)")
-            }
+        let latents = try FrozenNetworks.ddimSample(shape: shape, steps: config.validation.num_inference_steps,
+                                                    scheduler: section.scheduler, generator: g, device: precision.device,
+                                                    logger: logger) { x, t in
+            try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
         }
         return try decode(latents.squeeze(2))
     }
@@ -414,6 +377,6 @@ public final class Stage1: TrainingStage {
 
     /// Scaled latents → images in [-1, 1] (float32) through the frozen VAE.
     func decode(_ latents: Tensor) throws -> Tensor {
-        try model.vae.decode(precision.frozenInput(latents / latentScale)).to(.float32).clamp(min: -1, max: 1)
+        try FrozenNetworks.decode(model.vae, latents, scale: latentScale, precision: precision)
     }
 }

@@ -18,7 +18,16 @@ public enum StageFactory {
 
     /// Everything `train` checks before it starts; throws listing every problem.
     public static func validate(_ c: TrainingConfig, logger: Logger) throws {
-        var problems = c.problems(requiredFiles: requiredFiles(c))
+        let problems = problems(c)
+        if !problems.isEmpty {
+            throw ConfigError(file: c.sourcePath, "invalid config:\n  " + problems.joined(separator: "\n  "))
+        }
+    }
+
+    /// The problems `validate` reports, each naming its key; `checkFiles: false` skips the checks
+    /// that referenced files exist.
+    public static func problems(_ c: TrainingConfig, checkFiles: Bool = true) -> [String] {
+        var problems = c.problems(requiredFiles: checkFiles ? requiredFiles(c) : [])
         // Decoding the stage's own sections strictly catches their unknown keys and types too.
         do {
             switch c.stage {
@@ -27,6 +36,8 @@ public enum StageFactory {
             case "motion_extractor":
                 _ = try ConfigLoader.section(MotionExtractorStageSection.self, c.stageSection, name: "motion_extractor",
                                              file: c.sourcePath)
+            case "unet":
+                _ = try ConfigLoader.section(UNetStageSection.self, c.stageSection, name: "unet", file: c.sourcePath)
             case "stage1":
                 _ = try ConfigLoader.section(Stage1Section.self, c.stageSection, name: "stage1", file: c.sourcePath)
             default:
@@ -35,9 +46,7 @@ public enum StageFactory {
         } catch {
             problems.append("\(error)")
         }
-        if !problems.isEmpty {
-            throw ConfigError(file: c.sourcePath, "invalid config:\n  " + problems.joined(separator: "\n  "))
-        }
+        return problems
     }
 
     /// Builds the stage; its parameters are initialised from a generator seeded by the config, so
@@ -50,6 +59,7 @@ public enum StageFactory {
         switch c.stage {
         case "vae": return try VAEStage(config: c, logger: logger)
         case "motion_extractor": return try MotionExtractorStage(config: c, logger: logger)
+        case "unet": return try UNetStage(config: c, logger: logger)
         case "stage1": return try Stage1(config: c, logger: logger)
         default: throw ConfigError(file: c.sourcePath, "stage '\(c.stage)' is unknown")
         }

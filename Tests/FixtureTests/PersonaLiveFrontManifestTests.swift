@@ -93,4 +93,22 @@ import Torch
         let d = try Keypoints.degrees(Tensor.zeros([1, 66])).item()
         #expect(Swift.abs(d) < 1e-4)
     }
+
+    @Test("keypoint discs keep the reference's proportion on smaller canvases")
+    func renderRadius() throws {
+        #expect(Keypoints.renderRadius(canvasSize: 512) == Keypoints.renderRadius)
+        #expect(Keypoints.renderRadius(canvasSize: 256) == 2)
+        #expect(Keypoints.renderRadius(canvasSize: 64) == 1)
+        #expect(Keypoints.renderRadius(canvasSize: 16) == 1)
+        // Seven keypoints spread on a line: radius 1 draws seven separate 5-pixel discs, radius 4
+        // (the reference's) 49-pixel discs.
+        var kp = [Float](repeating: 0, count: 21 * 3)
+        for (j, i) in Keypoints.renderedIndices.enumerated() { kp[i * 3] = -0.85 + 0.28 * Float(j) }
+        let keypoints = try Tensor(kp, shape: [1, 21, 3])
+        for (radius, area) in [(1, 5), (4, 49)] {
+            let canvas = try Keypoints.draw(keypoints, height: 64, width: 64, radius: radius)
+            let lit = try canvas.amax([1]).gt(0).to(.float32).sum().item()
+            #expect(lit == Double(7 * area), "radius \(radius): \(lit) lit pixels")
+        }
+    }
 }

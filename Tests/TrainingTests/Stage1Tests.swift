@@ -3,6 +3,7 @@
 import Foundation
 import Logging
 import Media
+import NN
 import Testing
 import Torch
 @testable import Training
@@ -14,7 +15,7 @@ import Torch
     /// With `motionExtractor`, a one-step tiny motion extractor is trained too and stage 1 uses
     /// it (validation then measures the generated head pose with it).
     func setUp(steps: Int, checkpointEvery: Int, validateEvery: Int = 0,
-               motionExtractor: Bool = false) throws -> (dir: URL, config: URL) {
+               motionExtractor: Bool = false, baseModel: String = "") throws -> (dir: URL, config: URL) {
         let dir = try scratchWithDataset(clips: 8, frames: 16)
         try tinyVAEConfig(steps: 1, checkpointEvery: 1).write(to: dir.appendingPathComponent("vae.yaml"),
                                                               atomically: true, encoding: .utf8)
@@ -63,6 +64,7 @@ import Torch
               vae_checkpoint: \(dir.path)/Checkpoints/vae/checkpoint-1
               latent_scale: 0
               motion_extractor_checkpoint: \(motionExtractor ? "\(dir.path)/Checkpoints/me/checkpoint-1" : "")
+              base_model_path: "\(baseModel)"
             """
         let url = dir.appendingPathComponent("stage1.yaml")
         try yaml.write(to: url, atomically: true, encoding: .utf8)
@@ -106,7 +108,8 @@ import Torch
         let vals = MetricsLog.read(run.appendingPathComponent("metrics.jsonl")).filter { $0["validation"] != nil }
         #expect(vals.count == 2)
         for v in vals {
-            for key in ["val_masked_mse", "val_face_mse_pixels", "val_pose_error_deg", "val_pose_error_copy_reference_deg"] {
+            for key in ["val_masked_mse", "val_face_mse_pixels", "val_face_mse_pixels_copy_reference", "val_pose_error_deg",
+                        "val_pose_error_copy_reference_deg", "val_pose_error_vae_deg"] {
                 let x = v[key] as? Double
                 #expect(x != nil && x!.isFinite && x! >= 0, "\(key) = \(String(describing: x))")
             }
@@ -114,6 +117,62 @@ import Torch
         // reenact.png: (n + 1) × (n + 1) cells of 64² for n = 2 val samples.
         let png = try ImageIO.read(run.appendingPathComponent("validation/step-2/reenact.png").path)
         #expect(png.width == 3 * 64 && png.height == 3 * 64)
+    }
+
+    /// The `unet` stage (the tiny sd-image-variations stand-in) trains and validates; stage 1
+    /// started from its checkpoint holds its weights in both UNets (the reference UNet without the
+    /// output layers, the denoiser as from_pretrained_2d, motion modules left as built); a base
+    /// folder without UNet weights is an error naming what was expected.
+    @Test func baseUNetStageSeedsBothStage1UNets() throws {
+        let (dir, _) = try setUp(steps: 1, checkpointEvery: 0)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = TrainingTestPaths.packageRoot.appendingPathComponent("Configs/tiny/model.yaml").path
+        let unet = """
+            stage: unet
+            run_name: base
+            model: \(model)
+            data: {dataset: Datasets/synth.h5, train_bs: 4, sample_margin: 2}
+            solver: {learning_rate: 1.0e-3, max_train_steps: 2}
+            validation: {validation_steps: 2, num_samples: 2, num_inference_steps: 2}
+            checkpointing: {checkpointing_steps: 2}
+            unet: {vae_checkpoint: Checkpoints/vae/checkpoint-1, latent_scale: 0}
+            """
+        try unet.write(to: dir.appendingPathComponent("unet.yaml"), atomically: true, encoding: .utf8)
+        let (status, out) = try runCLI(["train", "unet.yaml"], in: dir)
+        #expect(status == 0, "\(out)")
+        let run = dir.appendingPathComponent("Experiments/base")
+        let grid = try ImageIO.read(run.appendingPathComponent("validation/step-2/grid.png").path)
+        #expect(grid.width == 3 * 64 && grid.height == 2 * 64)
+        let vals = MetricsLog.read(run.appendingPathComponent("metrics.jsonl")).filter { $0["validation"] != nil }
+        #expect(vals.count == 2 && vals.allSatisfy { ($0["val_loss"] as? Double)?.isFinite == true })
+
+        let base = dir.appendingPathComponent("Checkpoints/base/checkpoint-2")
+        let weights = try SafeTensorsSource(path: base.appendingPathComponent("unet.safetensors").path)
+        let (_, config) = try setUp(steps: 1, checkpointEvery: 0, baseModel: base.path)
+        defer { try? FileManager.default.removeItem(at: config.deletingLastPathComponent()) }
+        let cfg = try TrainingConfig.load(path: config.path)
+        try StageFactory.validate(cfg, logger: logger)
+        let stage = try #require(try StageFactory.make(cfg, logger: logger) as? Stage1)
+        func expectFromBase(_ m: Module, _ key: String) throws {
+            let own = try #require(m.stateDict().first { $0.0 == key }?.1, "no \(key)")
+            let want = try Tensor.empty(own.shape)
+            try weights.read(key, into: want)
+            #expect(try own.allClose(want, rtol: 0, atol: 0), "\(key) differs from the base UNet's")
+        }
+        for key in ["conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", "time_embedding.linear_1.bias"] {
+            try expectFromBase(stage.model.reference, key)
+            try expectFromBase(stage.model.denoiser, key)
+        }
+        try expectFromBase(stage.model.denoiser, "conv_out.weight")
+
+        // A folder that holds no UNet weights.
+        var bad = cfg
+        guard case .object(var section) = cfg.stageSection else { Issue.record("no stage1 section"); return }
+        section["base_model_path"] = .string(dir.path)
+        bad.stageSection = .object(section)
+        #expect {
+            _ = try StageFactory.make(bad, logger: logger)
+        } throws: { "\($0)".contains("unet.safetensors") && "\($0)".contains(dir.path) }
     }
 
     @Test func stage1ResumeIsExact() throws {

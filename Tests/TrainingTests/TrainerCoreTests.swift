@@ -227,6 +227,32 @@ func losses(_ dir: URL) -> [Double] {
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
     }
 
+    /// Every training config the project ships decodes strictly (stage sections included) and
+    /// passes the value checks; only the files it names may be missing (weights users fill in).
+    @Test func shippedConfigsAreValid() throws {
+        let root = TrainingTestPaths.packageRoot
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var checked = 0
+        for size in ["tiny", "sd15"] {
+            let folder = root.appendingPathComponent("Configs/\(size)")
+            for name in try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() where name.hasSuffix(".yaml") {
+                let text = try String(contentsOfFile: folder.appendingPathComponent(name).path, encoding: .utf8)
+                guard text.contains("\nstage: ") else { continue }
+                // `model: Configs/…` is relative to the project root (where make runs).
+                let copy = dir.appendingPathComponent("\(size)-\(name)")
+                try text.replacingOccurrences(of: "\nmodel: Configs/", with: "\nmodel: \(root.path)/Configs/")
+                    .write(to: copy, atomically: true, encoding: .utf8)
+                let c = try TrainingConfig.load(path: copy.path)
+                // The sd15 configs train on CUDA, which this machine may lack.
+                let problems = StageFactory.problems(c, checkFiles: false).filter { !$0.contains("has no CUDA device") }
+                #expect(problems.isEmpty, "Configs/\(size)/\(name): \(problems)")
+                checked += 1
+            }
+        }
+        #expect(checked >= 5)
+    }
+
     @Test func freezeByPatternPerModule() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -64,6 +64,12 @@ public enum Keypoints {
     ]
     public static let renderRadius = 4
 
+    /// The disc radius that keeps the reference's drawing (radius 4 on its 512² canvas) in
+    /// proportion on a canvas of `size` pixels: 4 at 512, 2 at 256, 1 (at least) at 64.
+    public static func renderRadius(canvasSize size: Int) -> Int {
+        max(1, Int((Double(renderRadius) * Double(size) / 512).rounded()))
+    }
+
     /// Degrees from pose-bin logits (N, num_bins): softmax · idx · 3 − 1.5·(num_bins − 1), which is
     /// LivePortrait's "− 97.5" for 66 bins. Any other shape is taken to be degrees already and is
     /// returned unchanged (headpose_pred_to_degree's rule). `idx` defaults to arange(num_bins).
@@ -161,10 +167,11 @@ public enum Keypoints {
         return try Tensor.stack([x, y], dim: 2).to(.int64)
     }
 
-    /// draw_keypoints: (B, 3, H, W) float canvas in [0, 1] with a filled disc (radius 4,
-    /// inclusive) per selected keypoint. Colours are added in index order and clamped at the end,
-    /// so overlapping discs saturate exactly as in the reference.
-    public static func draw(_ keypoints: Tensor, height: Int = 512, width: Int = 512) throws -> Tensor {
+    /// draw_keypoints: (B, 3, H, W) float canvas in [0, 1] with a filled disc (radius 4 as in the
+    /// reference unless given, inclusive) per selected keypoint. Colours are added in index order
+    /// and clamped at the end, so overlapping discs saturate exactly as in the reference.
+    public static func draw(_ keypoints: Tensor, height: Int = 512, width: Int = 512,
+                            radius: Int = renderRadius) throws -> Tensor {
         let pts = try pixelPoints(keypoints, height: height, width: width)
         let b = pts.shape[0], dev = keypoints.device
         let cols = try Tensor.arange(width, device: dev).view([1, 1, width])
@@ -173,7 +180,7 @@ public enum Keypoints {
         for (i, color) in renderColors.enumerated() {
             let dx = try pts.select(1, i).select(1, 0).view([b, 1, 1]) - cols
             let dy = try pts.select(1, i).select(1, 1).view([b, 1, 1]) - rows
-            let mask = try (dx * dx + dy * dy).le(Double(renderRadius * renderRadius)).to(.float32)
+            let mask = try (dx * dx + dy * dy).le(Double(radius * radius)).to(.float32)
             for c in 0..<3 where color[c] != 0 {
                 // float32 colour/255 as the reference's float tensor division gives it.
                 channels[c] = try channels[c] + mask * Double(Float(color[c]) / 255)

@@ -1,0 +1,134 @@
+// UNetStage.swift — the base 2D UNet both stage-1 UNets start from, trained as
+// lambdalabs/sd-image-variations-diffusers was (diffusers train_text_to_image.py with the CLIP
+// image embedding of the image itself as the condition): ε-prediction MSE on VAE latents, uniform
+// t, offset noise, the embedding zeroed with probability `uncond_ratio`. The pretrained SD UNet
+// cannot be downloaded here, so the embedded default makes its own; `stage1.base_model_path`
+// then names this stage's checkpoint (or a real diffusers folder).
+import Data
+import Foundation
+import Logging
+import Media
+import Models
+import NN
+import Torch
+
+public struct UNetStageSection: Codable, Sendable {
+    /// A `train` checkpoint folder of the `vae` stage (frozen).
+    public var vae_checkpoint: String = ""
+    /// CLIP image encoder weights; empty means a frozen random encoder (as in stage 1).
+    public var image_encoder_path: String = ""
+    public var image_size: Int = 64
+    /// ≤ 0 estimates 1/std of the VAE latents, exactly as stage 1 does with the same VAE and data.
+    public var latent_scale: Double = 0.18215
+    public var noise_offset: Double = 0.05
+    public var uncond_ratio: Double = 0.1
+    public var scheduler: DDIMScheduler.Config = Stage1Section.defaultScheduler
+
+    enum K: String, CodingKey, CaseIterable {
+        case vae_checkpoint, image_encoder_path, image_size, latent_scale, noise_offset, uncond_ratio, scheduler
+    }
+    public init() {}
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(K.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: K.self)
+        let d = UNetStageSection()
+        vae_checkpoint = try c.value(.vae_checkpoint, default: d.vae_checkpoint)
+        image_encoder_path = try c.value(.image_encoder_path, default: d.image_encoder_path)
+        image_size = try c.value(.image_size, default: d.image_size)
+        latent_scale = try c.value(.latent_scale, default: d.latent_scale)
+        noise_offset = try c.value(.noise_offset, default: d.noise_offset)
+        uncond_ratio = try c.value(.uncond_ratio, default: d.uncond_ratio)
+        scheduler = try c.value(.scheduler, default: d.scheduler)
+    }
+}
+
+public final class UNetStage: TrainingStage {
+    /// The reference UNet's architecture (`model.reference_unet`) with its output layers.
+    public let unet: UNet2DConditionModel
+    let section: UNetStageSection
+    let vae: AutoencoderKL
+    let imageEncoder: CLIPVisionModelWithProjection
+    let clipProcessor: CLIPImageProcessor
+    let scheduler: DDIMScheduler
+    let feed: PairFeed
+    let valFeed: PairFeed
+    let config: TrainingConfig
+    let latentScale: Double
+    public var batchSize: Int { config.data.train_bs }
+    public var dataWaitSeconds: Double { feed.waitSeconds }
+    public let precision: Precision
+
+    public init(config: TrainingConfig, logger: Logger) throws {
+        self.config = config
+        precision = try Precision(solver: config.solver, logger: logger)
+        section = try ConfigLoader.section(UNetStageSection.self, config.stageSection, name: "unet", file: config.sourcePath)
+        unet = try UNet2DConditionModel(ConfigLoader.section(UNet2DConditionModel.Config.self, config.model["reference_unet"],
+                                                             name: "model.reference_unet", file: config.sourcePath))
+        try precision.placeTrained(unet)
+        (imageEncoder, clipProcessor) = try FrozenNetworks.imageEncoder(config, path: section.image_encoder_path, section: "unet",
+                                                                        precision: precision, logger: logger)
+        vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "unet", precision: precision, logger: logger)
+        scheduler = try DDIMScheduler(section.scheduler)
+        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
+        (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device)
+        latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
+                                                     imageSize: section.image_size, precision: precision, logger: logger)
+    }
+
+    public var savedModules: [(String, Module)] { [("unet", unet)] }
+    public var trainableParameters: [(String, Tensor)] { unet.namedParameters().map { ("unet.\($0.0)", $0.1) } }
+
+    /// Latents and CLIP embeddings of images in [-1, 1] (frozen networks, no gradients).
+    func conditions(_ images: Tensor, sample: Bool, generator: Generator?) throws -> (latents: Tensor, clip: Tensor) {
+        try Torch.noGrad {
+            (try FrozenNetworks.encode(vae, images, scale: latentScale, sample: sample, generator: generator, precision: precision),
+             try FrozenNetworks.clipEmbeds(imageEncoder, clipProcessor, images, precision: precision))
+        }
+    }
+
+    /// ε-prediction MSE for latents, noise and timesteps given; `keep` (B) zeroes the CLIP
+    /// embedding where it is 0.
+    func loss(latents: Tensor, clip: Tensor, noise: Tensor, timesteps: Tensor, keep: Tensor) throws -> Tensor {
+        let noisy = try scheduler.addNoise(latents, noise: noise, timesteps: timesteps)
+        let cond = try clip * keep.view([-1, 1, 1])
+        let eps = try unet(noisy, timestep: timesteps, encoderHiddenStates: cond)
+        return try F.mseLoss(eps.to(.float32), noise)
+    }
+
+    public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
+        let images = try feed.batch(sample / batchSize).target
+        let (latents, clip) = try conditions(images, sample: true, generator: generator)
+        let s = latents.shape, dev = precision.device
+        // Draws from the run's CPU generator in a fixed order: noise, offset, t, condition dropout.
+        var noise = try Tensor.randn(s, generator: generator, device: dev)
+        if section.noise_offset > 0 {
+            noise = try noise + Tensor.randn([s[0], s[1], 1, 1], generator: generator, device: dev) * section.noise_offset
+        }
+        let t = try Tensor.randint(0, scheduler.config.num_train_timesteps, [s[0]], generator: generator, device: dev)
+        let keep = try Tensor.rand([s[0]], generator: generator, device: dev).ge(section.uncond_ratio).to(.float32)
+        return ["loss": try loss(latents: latents, clip: clip, noise: noise, timesteps: t, keep: keep)]
+    }
+
+    /// The loss with fixed draws on the val frames, and 20-step DDIM samples from each val frame's
+    /// CLIP embedding (grid.png: image | VAE reconstruction | sample).
+    public func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double] {
+        let images = try valFeed.batch(0).target
+        let g = try Generator(seed: config.validation.seed)
+        let (latents, clip) = try conditions(images, sample: false, generator: nil)
+        let s = latents.shape, dev = precision.device
+        let noise = try Tensor.randn(s, generator: g, device: dev)
+        let t = try Tensor.randint(0, scheduler.config.num_train_timesteps, [s[0]], generator: g, device: dev)
+        let l = try loss(latents: latents, clip: clip, noise: noise, timesteps: t, keep: Tensor.ones([s[0]], device: dev))
+        let sampled = try FrozenNetworks.ddimSample(shape: s, steps: config.validation.num_inference_steps,
+                                                    scheduler: section.scheduler, generator: g, device: dev,
+                                                    logger: logger) { x, t in
+            try unet(x, timestep: t, encoderHiddenStates: clip)
+        }
+        let generated = try FrozenNetworks.decode(vae, sampled, scale: latentScale, precision: precision)
+        let reconstructed = try FrozenNetworks.decode(vae, latents, scale: latentScale, precision: precision)
+        let i = images.shape
+        try ImageIO.write(RGBImage(width: 3 * i[3], height: i[0] * i[2], pixels: gridImage([images, reconstructed, generated])),
+                          to: directory.appendingPathComponent("grid.png").path)
+        return ["loss": try l.item()]
+    }
+}
