@@ -42,6 +42,21 @@ public struct SequenceTensors: @unchecked Sendable {
     public var keypoints: Tensor?
 }
 
+extension SequenceTensors {
+    /// Sample 0's frames as a batch of pairs, one per frame, each with the sequence's reference.
+    public func framePairs() throws -> PairTensors {
+        let f = frames.shape[1]
+        func repeated(_ t: Tensor) throws -> Tensor { try t.narrow(0, start: 0, length: 1).repeated([f, 1, 1, 1]) }
+        return PairTensors(step: step, clipIDs: [String](repeating: clipIDs[0], count: f),
+                           referenceIndices: [Int](repeating: referenceIndices[0], count: f), targetIndices: frameIndices[0],
+                           reference: try repeated(reference), target: try frames.select(0, 0),
+                           faceCrop: try faceCrop.select(0, 0), motionInput: try motionInput.select(0, 0),
+                           referenceMotionInput: try repeated(referenceMotionInput), faceMask: try faceMask.select(0, 0),
+                           localMask: try localMask.select(0, 0), targetPose: try pose?.select(0, 0),
+                           targetKeypoints: try keypoints?.select(0, 0), referencePose: nil, referenceKeypoints: nil)
+    }
+}
+
 extension PairBatch {
     public func tensors() throws -> PairTensors {
         PairTensors(step: step, clipIDs: clipIDs, referenceIndices: referenceIndices, targetIndices: targetIndices,

@@ -1,6 +1,6 @@
 // SyntheticPortraits.swift — `personalive dataset synth`: procedurally generated talking portraits,
 // deterministic from a seed (same seed → same bytes). One identity per clip (skin, hair, ears, eyes,
-// clothes, background); the head follows a smooth random trajectory in pitch/yaw/roll (±30°),
+// clothes, background); the head follows a smooth random trajectory in pitch/yaw/roll (±30° × pose scale),
 // translation and scale; eyes blink and look around, brows move, the mouth talks and smiles. Each
 // frame stores its boxes, pose and the 21 canonical keypoints whose transform k = s·(k_c·R) + t
 // lands on the rendered face (PortraitRenderer uses the same transform).
@@ -16,9 +16,14 @@ public struct SynthConfig: Sendable {
     public var fps: Double
     /// Fraction of clips (the last ones) in the validation split; at least one when there are ≥ 2 clips.
     public var valFraction: Double
+    /// Head-motion amplitude: 1 turns the head within ±30° and shifts it by up to 5 % of the frame;
+    /// the angle and shift ranges scale with it (the identities and timing stay the same).
+    public var poseScale: Double
 
-    public init(clips: Int = 64, frames: Int = 48, size: Int = 64, seed: UInt64 = 0, fps: Double = 25, valFraction: Double = 0.1) {
+    public init(clips: Int = 64, frames: Int = 48, size: Int = 64, seed: UInt64 = 0, fps: Double = 25, valFraction: Double = 0.1,
+                poseScale: Double = 1) {
         self.clips = clips; self.frames = frames; self.size = size; self.seed = seed; self.fps = fps; self.valFraction = valFraction
+        self.poseScale = poseScale
     }
 
     public func validate() throws {
@@ -26,6 +31,7 @@ public struct SynthConfig: Sendable {
         guard size >= 16, size <= 2048 else { throw SynthError("size must be in 16...2048, got \(size)") }
         guard fps > 0 else { throw SynthError("fps must be positive, got \(fps)") }
         guard (0...1).contains(valFraction) else { throw SynthError("val fraction must be in 0...1, got \(valFraction)") }
+        guard poseScale > 0, poseScale <= 2 else { throw SynthError("pose scale must be in (0, 2] (±60° at most), got \(poseScale)") }
     }
 
     /// Clip ids in order.
@@ -50,7 +56,7 @@ public enum SyntheticPortraits {
         let id = config.clipIDs[index]
         var rng = SeededRandom(seed: config.seed, 1, UInt64(index))
         let identity = makeIdentity(&rng)
-        let motion = Motion(&rng)
+        let motion = Motion(&rng, poseScale: config.poseScale)
         let renderer = PortraitRenderer(identity: identity, size: config.size)
         let n = config.size * config.size * 3
         var frames = [UInt8](repeating: 0, count: n * config.frames)
@@ -68,19 +74,25 @@ public enum SyntheticPortraits {
                         frames: frames, boxes: boxes, pose: pose, keypoints: kps)
     }
 
-    /// Face (outline), eye and mouth boxes in pixels from the projected canonical outlines, clamped to the image.
+    /// Face (outline), eye and mouth boxes in pixels from the projected canonical outlines, clamped
+    /// to the image. The face box also takes in the whole pixels of the 21 keypoints, which can
+    /// poke out of the outline (nose tip, chin) at large turns.
     static func groundTruthBoxes(_ id: PortraitIdentity, _ st: PortraitState, size: Int) -> FaceBoxes {
-        func box(_ canonical: [Double]) -> Box {
-            let k = st.pose.transform(canonical)
+        func box(_ canonical: [Double], wholePixels extra: [Double] = []) -> Box {
             var x1 = Double.infinity, y1 = Double.infinity, x2 = -Double.infinity, y2 = -Double.infinity
-            for i in 0..<(k.count / 3) {
-                let px = (k[i * 3] * 0.5 + 0.5) * Double(size), py = (k[i * 3 + 1] * 0.5 + 0.5) * Double(size)
-                x1 = min(x1, px); y1 = min(y1, py); x2 = max(x2, px); y2 = max(y2, py)
+            for (points, whole) in [(canonical, false), (extra, true)] {
+                let k = st.pose.transform(points)
+                for i in 0..<(k.count / 3) {
+                    let px = (k[i * 3] * 0.5 + 0.5) * Double(size), py = (k[i * 3 + 1] * 0.5 + 0.5) * Double(size)
+                    x1 = min(x1, whole ? px.rounded(.down) : px); y1 = min(y1, whole ? py.rounded(.down) : py)
+                    x2 = max(x2, whole ? px.rounded(.up) : px); y2 = max(y2, whole ? py.rounded(.up) : py)
+                }
             }
             return Box(x1: Float(x1), y1: Float(y1), x2: Float(x2), y2: Float(y2))
         }
         let s = Float(size)
-        return FaceBoxes(face: box(PortraitGeometry.faceOutline(id)), leftEye: box(PortraitGeometry.featureOutline(id, st, side: -1)),
+        let face = box(PortraitGeometry.faceOutline(id), wholePixels: PortraitGeometry.canonicalKeypoints(id, st))
+        return FaceBoxes(face: face, leftEye: box(PortraitGeometry.featureOutline(id, st, side: -1)),
                          rightEye: box(PortraitGeometry.featureOutline(id, st, side: 1)), mouth: box(PortraitGeometry.featureOutline(id, st, side: 0)))
             .clamped(width: s, height: s)
     }
@@ -239,13 +251,16 @@ public enum SyntheticPortraits {
         var talkPhase: Double
         var baseScale: Double
         var blinkPeriod: Double, blinkPhase: Double
+        /// Angle limit (degrees) and translation limits, scaled by the pose scale.
+        let angleLimit: Double, txLimit: Double, tyLimit: Double
 
-        init(_ g: inout SeededRandom) {
-            pitch = Wave(&g, amp: 18, bias: 6)
-            yaw = Wave(&g, amp: 26, bias: 8)
-            roll = Wave(&g, amp: 12, bias: 5)
-            tx = Wave(&g, amp: 0.05, bias: 0.05)
-            ty = Wave(&g, amp: 0.04, bias: 0.03)
+        init(_ g: inout SeededRandom, poseScale p: Double = 1) {
+            pitch = Wave(&g, amp: 18 * p, bias: 6 * p)
+            yaw = Wave(&g, amp: 26 * p, bias: 8 * p)
+            roll = Wave(&g, amp: 12 * p, bias: 5 * p)
+            tx = Wave(&g, amp: 0.05 * p, bias: 0.05 * p)
+            ty = Wave(&g, amp: 0.04 * p, bias: 0.03 * p)
+            (angleLimit, txLimit, tyLimit) = (30 * p, 0.1 * p, 0.08 * p)
             scale = Wave(&g, amp: 0.05, bias: 0)
             gazeX = Wave(&g, amp: 0.8, bias: 0.2, slow: 0.15, fast: 1.2)
             gazeY = Wave(&g, amp: 0.6, bias: 0.1, slow: 0.15, fast: 1.0)
@@ -262,8 +277,9 @@ public enum SyntheticPortraits {
         static func soft(_ v: Double, _ limit: Double) -> Double { limit * tanh(v / limit) }
 
         func state(at t: Double) -> PortraitState {
-            let pose = HeadPose(pitch: Motion.soft(pitch.at(t), 30), yaw: Motion.soft(yaw.at(t), 30), roll: Motion.soft(roll.at(t), 30),
-                                tx: Motion.soft(tx.at(t), 0.1), ty: Motion.soft(ty.at(t), 0.08), tz: 0,
+            let pose = HeadPose(pitch: Motion.soft(pitch.at(t), angleLimit), yaw: Motion.soft(yaw.at(t), angleLimit),
+                                roll: Motion.soft(roll.at(t), angleLimit),
+                                tx: Motion.soft(tx.at(t), txLimit), ty: Motion.soft(ty.at(t), tyLimit), tz: 0,
                                 scale: baseScale + Motion.soft(scale.at(t), 0.06))
             // Blink: a short dip once per period.
             let cyc = (t / blinkPeriod + blinkPhase).truncatingRemainder(dividingBy: 1)

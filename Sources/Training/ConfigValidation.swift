@@ -32,6 +32,7 @@ extension TrainingConfig {
             out.append("solver.weight_dtype '\(s.weight_dtype)' is unknown; known: fp32, fp16, bf16")
         }
         if data.train_bs < 1 { out.append("data.train_bs must be >= 1") }
+        if validation.num_frames < 0 { out.append("validation.num_frames must be >= 0 (0 = no animated clip)") }
         if data.color_jitter.count != 3 || data.color_jitter.contains(where: { !($0 >= 0) }) {
             out.append("data.color_jitter must be three strengths >= 0 [brightness, contrast, saturation] (got \(data.color_jitter))")
         }

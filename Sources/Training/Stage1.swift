@@ -115,6 +115,8 @@ public final class Stage1: TrainingStage {
     let scheduler: DDIMScheduler
     let feed: PairFeed
     let valFeed: PairFeed
+    /// Val clips' frames for the animated validation (validation.num_frames), and each clip's fps.
+    let drive: (sampler: SequenceSampler, fps: [String: Double])?
     let clipProcessor: CLIPImageProcessor
     let useGT: Bool
     /// Latents are multiplied by this (SD's 0.18215; estimated from the data when configured ≤ 0).
@@ -181,6 +183,24 @@ public final class Stage1: TrainingStage {
                                           motionExtractorSize: section.motion_extractor_size, device: precision.device)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
+        drive = try Self.driveSampler(config, dataset: ds, section: section)
+    }
+
+    /// `validation.num_frames` frames spread over a whole val clip (the sampler's stride shrinks to
+    /// fit the clip), with that clip's reference frame; nil when turned off or without val clips.
+    static func driveSampler(_ config: TrainingConfig, dataset: DatasetReader,
+                             section: Stage1Section) throws -> (sampler: SequenceSampler, fps: [String: Double])? {
+        let n = config.validation.num_frames
+        let val = Set(try dataset.split("val"))
+        let clips = dataset.clips.filter { val.contains($0.id) }
+        guard n > 0, let longest = clips.map(\.frameCount).max() else { return nil }
+        var c = samplerConfig(config, imageSize: section.image_size, motionEncoderSize: section.motion_encoder_size,
+                              motionExtractorSize: section.motion_extractor_size, split: "val", batchSize: 1,
+                              seed: config.validation.seed)
+        c.nSampleFrames = n
+        c.sampleRate = max(1, (longest - 1) / max(1, n - 1))
+        return (try SequenceSampler(dataset: dataset, config: c),
+                Dictionary(clips.map { ($0.id, $0.fps) }, uniquingKeysWith: { a, _ in a }))
     }
 
     public var savedModules: [(String, Module)] {
@@ -322,9 +342,10 @@ public final class Stage1: TrainingStage {
         try ImageIO.write(RGBImage(width: (n + 1) * s[3], height: (n + 1) * s[2], pixels: gridImage(columns)),
                           to: directory.appendingPathComponent("reenact.png").path)
 
-        var metrics = ["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
+        var metrics = try animateValClip(directory: directory, generator: g, logger: logger)
+        metrics.merge(["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
                        "face_mse_pixels": try faceMSE(generated),
-                       "face_mse_pixels_copy_reference": try faceMSE(decodedReference)]
+                       "face_mse_pixels_copy_reference": try faceMSE(decodedReference)]) { $1 }
         // Does the generated head take the driving pose? Head angles read by the frozen motion
         // extractor from every generated cell vs its driving frame, next to the error of simply
         // copying the reference (what a model that ignores the driving signals would score) and
@@ -341,6 +362,37 @@ public final class Stage1: TrainingStage {
             metrics["pose_error_vae_deg"] = try (headAngles(reconstructed) - drivingAngles).abs().mean().item()
         }
         return metrics
+    }
+
+    /// Animates a val clip from its reference frame (self-reenactment over time): drive.png (rows:
+    /// driving frames, keypoint renders, generated), drive.mp4 (reference | driving | keypoints |
+    /// generated at the clip's pace) and the head-pose error along the clip, next to copying the
+    /// reference.
+    func animateValClip(directory: URL, generator g: Generator, logger: Logger) throws -> [String: Double] {
+        guard let drive else { return [:] }
+        let b = try drive.sampler.batch(step: 0).tensors().framePairs().to(precision.device)
+        let idx = b.targetIndices
+        let fps = (drive.fps[b.clipIDs[0]] ?? 25) / Double(idx.count > 1 ? max(1, idx[1] - idx[0]) : 1)
+        let cond = try conditions(b, sampleLatents: false, generator: nil)
+        let frames = try sample(referenceLatent: cond.referenceLatent, clip: cond.clip, motion: model.motionEncoder(b.faceCrop),
+                                pose: model.poseGuider(cond.canvas.unsqueeze(2)), shape: cond.targetLatent.shape,
+                                generator: g, logger: logger)
+        let canvas = try cond.canvas * 2 - 1
+        let n = b.target.shape[0], s = b.target.shape[2]
+        let strip = try (0..<n).map { i in try Tensor.cat([b.target, canvas, frames].map { try $0.narrow(0, start: i, length: 1) }, dim: 0) }
+        try ImageIO.write(RGBImage(width: n * s, height: 3 * s, pixels: gridImage(strip)),
+                          to: directory.appendingPathComponent("drive.png").path)
+        let writer = try VideoWriter(path: directory.appendingPathComponent("drive.mp4").path, width: 4 * s, height: s,
+                                     options: .init(fps: fps))
+        for i in 0..<n {
+            let row = try [b.reference, b.target, canvas, frames].map { try $0.narrow(0, start: i, length: 1) }
+            try writer.write(RGBImage(width: 4 * s, height: s, pixels: gridImage(row)))
+        }
+        try writer.finish()
+        guard model.motionExtractor != nil else { return [:] }
+        let driving = try headAngles(b.target)
+        return ["drive_pose_error_deg": try (headAngles(frames) - driving).abs().mean().item(),
+                "drive_pose_error_copy_reference_deg": try (headAngles(b.reference) - driving).abs().mean().item()]
     }
 
     /// DDIM sampling from pure noise with the reference bank written once; one pose/motion

@@ -109,10 +109,13 @@ public struct ValidationSection: Codable, Sendable, Equatable {
     public var num_samples: Int = 4
     public var num_inference_steps: Int = 20
     public var seed: UInt64 = 42
+    /// Frames of one val clip (spread over the whole clip) that the stage animates from the clip's
+    /// reference frame, written as an mp4 and a PNG strip (stage 1); 0 turns it off.
+    public var num_frames: Int = 16
 
-    static let keys = ["validation_steps", "num_samples", "num_inference_steps", "seed"]
+    static let keys = ["validation_steps", "num_samples", "num_inference_steps", "seed", "num_frames"]
     public init() {}
-    enum K: String, CodingKey { case validation_steps, num_samples, num_inference_steps, seed }
+    enum K: String, CodingKey { case validation_steps, num_samples, num_inference_steps, seed, num_frames }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Self.keys)
         let c = try decoder.container(keyedBy: K.self)
@@ -121,6 +124,7 @@ public struct ValidationSection: Codable, Sendable, Equatable {
         num_samples = try c.value(.num_samples, default: d.num_samples)
         num_inference_steps = try c.value(.num_inference_steps, default: d.num_inference_steps)
         seed = try c.value(.seed, default: d.seed)
+        num_frames = try c.value(.num_frames, default: d.num_frames)
     }
 }
 

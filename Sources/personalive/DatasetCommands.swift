@@ -26,12 +26,15 @@ struct DatasetCommand: ParsableCommand {
         @Option(help: "Random seed.") var seed: UInt64 = 0
         @Option(help: "Frames per second stored with the clips (sets the motion speed).") var fps: Double = 25
         @Option(help: "Fraction of clips in the validation split.") var valFraction: Double = 0.1
+        @Option(help: "Head-motion amplitude (1: turns within ±30°, shifts up to 5 % of the frame; 1.5: ±45°).")
+        var poseScale: Double = 1
         @Option(help: "Where to save the frame grid PNG (default: <out>_grid.png).") var grid: String?
         @OptionGroup var global: GlobalOptions
 
         func validate() throws {
             do {
-                try SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction).validate()
+                try SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction,
+                        poseScale: poseScale).validate()
             } catch {
                 throw ValidationError("\(error)")
             }
@@ -39,7 +42,8 @@ struct DatasetCommand: ParsableCommand {
 
         func run() throws {
             let logger = try global.setUp(label: "dataset")
-            let config = SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction)
+            let config = SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction,
+                        poseScale: poseScale)
             let start = Date()
             let bar = ProgressBar(label: "synth")
             let gridPath = try SyntheticPortraits.write(to: out, config: config, gridPath: grid, logger: logger) { done, total in

@@ -37,17 +37,19 @@ struct SyntheticTests {
         #expect(SyntheticPortraits.clip(0, config: small).frames != SyntheticPortraits.clip(1, config: small).frames)
     }
 
-    @Test func groundTruthMatchesThePixels() throws {
+    @Test(arguments: [1.0, 1.5]) func groundTruthMatchesThePixels(poseScale: Double) throws {
         let size = 96
-        let config = SynthConfig(clips: 6, frames: 10, size: size, seed: 3, fps: 5)
-        var checked = 0
+        let config = SynthConfig(clips: 6, frames: 10, size: size, seed: 3, fps: 5, poseScale: poseScale)
+        let limit = 30 * poseScale
+        var checked = 0, largest = 0.0
         for c in 0..<config.clips {
             let clip = SyntheticPortraits.clip(c, config: config)
             var rng = SeededRandom(seed: config.seed, 1, UInt64(c))
             let identity = SyntheticPortraits.makeIdentity(&rng)
             for t in 0..<clip.frameCount {
                 let pose = HeadPose(row: clip.pose![(t * 7)..<(t * 7 + 7)])
-                #expect(abs(pose.pitch) <= 30 && abs(pose.yaw) <= 30 && abs(pose.roll) <= 30)
+                #expect(abs(pose.pitch) <= limit && abs(pose.yaw) <= limit && abs(pose.roll) <= limit)
+                largest = max(largest, abs(pose.pitch), abs(pose.yaw), abs(pose.roll))
                 #expect(pose.tz == 0)
                 let boxes = FaceBoxes(flat: clip.boxes[(t * 16)..<(t * 16 + 16)])
                 for inner in [boxes.leftEye, boxes.rightEye, boxes.mouth] {
@@ -74,6 +76,8 @@ struct SyntheticTests {
             }
         }
         #expect(checked == 6 * 10 * 2)
+        // The head turns well beyond the smaller scale's range.
+        #expect(largest > 0.6 * limit, "largest angle \(largest)° with pose scale \(poseScale)")
     }
 
     @Test func rotationFollowsLivePortraitConvention() {
@@ -96,6 +100,8 @@ struct SyntheticTests {
     @Test func badConfigsAreRejected() {
         #expect(throws: SynthError.self) { try SynthConfig(clips: 0).validate() }
         #expect(throws: SynthError.self) { try SynthConfig(size: 8).validate() }
+        #expect(throws: SynthError.self) { try SynthConfig(poseScale: 0).validate() }
+        #expect(throws: SynthError.self) { try SynthConfig(poseScale: 2.5).validate() }
         #expect(SynthConfig(clips: 1).splits.val.isEmpty)
         #expect(SynthConfig(clips: 64).splits.val.count == 6)
     }

@@ -100,7 +100,7 @@ import Torch
         try train(dir, config)
         let run = dir.appendingPathComponent("Experiments/s1")
         for step in [0, 2] {
-            for file in ["grid.png", "reenact.png", "x0_t500.png"] {
+            for file in ["grid.png", "reenact.png", "x0_t500.png", "drive.png", "drive.mp4"] {
                 let path = run.appendingPathComponent("validation/step-\(step)/\(file)").path
                 #expect(FileManager.default.fileExists(atPath: path), "missing \(path)")
             }
@@ -109,7 +109,8 @@ import Torch
         #expect(vals.count == 2)
         for v in vals {
             for key in ["val_masked_mse", "val_face_mse_pixels", "val_face_mse_pixels_copy_reference", "val_pose_error_deg",
-                        "val_pose_error_copy_reference_deg", "val_pose_error_vae_deg"] {
+                        "val_pose_error_copy_reference_deg", "val_pose_error_vae_deg", "val_drive_pose_error_deg",
+                        "val_drive_pose_error_copy_reference_deg"] {
                 let x = v[key] as? Double
                 #expect(x != nil && x!.isFinite && x! >= 0, "\(key) = \(String(describing: x))")
             }
@@ -117,6 +118,13 @@ import Torch
         // reenact.png: (n + 1) × (n + 1) cells of 64² for n = 2 val samples.
         let png = try ImageIO.read(run.appendingPathComponent("validation/step-2/reenact.png").path)
         #expect(png.width == 3 * 64 && png.height == 3 * 64)
+        // drive.png: driving | keypoints | generated rows over validation.num_frames (default 16)
+        // frames of one val clip; drive.mp4 has one frame per column.
+        let strip = try ImageIO.read(run.appendingPathComponent("validation/step-2/drive.png").path)
+        #expect(strip.width == 16 * 64 && strip.height == 3 * 64)
+        let video = try VideoReader(path: run.appendingPathComponent("validation/step-2/drive.mp4").path)
+        #expect(video.width == 4 * 64 && video.height == 64)
+        #expect(try video.readAll().count == 16)
     }
 
     /// The `unet` stage (the tiny sd-image-variations stand-in) trains and validates; stage 1
