@@ -29,21 +29,15 @@ public struct MotionExtractorStageSection: Codable, Sendable {
     }
 }
 
-public final class MotionExtractorStage: TrainingStage {
+public final class MotionExtractorStage: PairFedStage, TrainingStage {
     public let extractor: MotionExtractor
     let section: MotionExtractorStageSection
-    let feed: PairFeed
-    let valFeed: PairFeed
-    let config: TrainingConfig
-    public var batchSize: Int { config.data.train_bs }
-    public var dataWaitSeconds: Double { feed.waitSeconds }
-    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
-        self.config = config
-        precision = try Precision(solver: config.solver, logger: logger)
-        section = try ConfigLoader.section(MotionExtractorStageSection.self, config.stageSection, name: "motion_extractor",
-                                           file: config.sourcePath)
+        let precision = try Precision(solver: config.solver, logger: logger)
+        let section = try ConfigLoader.section(MotionExtractorStageSection.self, config.stageSection, name: "motion_extractor",
+                                               file: config.sourcePath)
+        self.section = section
         let meConfig = try ConfigLoader.section(MotionExtractor.Config.self, config.model["motion_extractor"],
                                                 name: "model.motion_extractor", file: config.sourcePath)
         extractor = try MotionExtractor(meConfig)
@@ -53,8 +47,9 @@ public final class MotionExtractorStage: TrainingStage {
             throw TrainingError.invalid("\(config.data.dataset): the motion-extractor stage needs ground-truth "
                                         + "pose and keypoints in every clip (dataset synth writes them)")
         }
-        (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
-                                          valBatch: max(8, config.validation.num_samples), device: precision.device)
+        super.init(config: config, precision: precision,
+                   feeds: try stageFeeds(config, dataset: ds, imageSize: section.image_size,
+                                         valBatch: max(8, config.validation.num_samples), device: precision.device))
     }
 
     public var savedModules: [(String, Module)] { [("motion_extractor", extractor)] }

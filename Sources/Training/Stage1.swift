@@ -106,31 +106,25 @@ public struct Stage1Model {
     public let motionExtractor: MotionExtractor?
 }
 
-public final class Stage1: TrainingStage {
+public final class Stage1: PairFedStage, TrainingStage {
     public let model: Stage1Model
     public let section: Stage1Section
-    let config: TrainingConfig
     let step: HybridMotionStep
     let control: ReferenceAttentionControl
     let scheduler: DDIMScheduler
-    let feed: PairFeed
-    let valFeed: PairFeed
     /// Val clips' frames for the animated validation (validation.num_frames), and each clip's fps.
     let drive: (sampler: SequenceSampler, fps: [String: Double])?
     let clipProcessor: CLIPImageProcessor
     let useGT: Bool
     /// Latents are multiplied by this (SD's 0.18215; estimated from the data when configured ≤ 0).
     var latentScale: Double
-    public var batchSize: Int { config.data.train_bs }
-    public var dataWaitSeconds: Double { feed.waitSeconds }
-    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
-        self.config = config
-        precision = try Precision(solver: config.solver, logger: logger)
+        let precision = try Precision(solver: config.solver, logger: logger)
         let file = config.sourcePath
-        section = try ConfigLoader.section(Stage1Section.self, config.stageSection, name: "stage1", file: file)
-        useGT = config.data.use_gt_keypoints
+        let section = try ConfigLoader.section(Stage1Section.self, config.stageSection, name: "stage1", file: file)
+        let useGT = config.data.use_gt_keypoints
+        (self.section, self.useGT) = (section, useGT)
         func part<T: Decodable>(_ t: T.Type, _ key: String) throws -> T {
             try ConfigLoader.section(T.self, config.model[key], name: "model.\(key)", file: file)
         }
@@ -164,9 +158,10 @@ public final class Stage1: TrainingStage {
         try reference.freeze(section.reference_frozen)
         for m in [denoiser, reference, poseGuider, motionEncoder] as [Module] { try precision.placeTrained(m) }
 
-        control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full",
-                                                roundBankToFP16: true)
-        scheduler = try DDIMScheduler(section.scheduler)
+        let control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full",
+                                                    roundBankToFP16: true)
+        let scheduler = try DDIMScheduler(section.scheduler)
+        (self.control, self.scheduler) = (control, scheduler)
         var s = HybridMotionStep(denoiser: denoiser, reference: reference, control: control, scheduler: scheduler)
         s.noiseOffset = section.noise_offset
         s.bankDropRatio = section.bank_drop_ratio
@@ -178,12 +173,13 @@ public final class Stage1: TrainingStage {
         if useGT, !ds.clips.allSatisfy({ $0.hasPose && $0.hasKeypoints }) {
             throw TrainingError.invalid("\(config.data.dataset): data.use_gt_keypoints needs pose and keypoints in every clip")
         }
-        (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
-                                          motionEncoderSize: section.motion_encoder_size,
-                                          motionExtractorSize: section.motion_extractor_size, device: precision.device)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         drive = try Self.driveSampler(config, dataset: ds, section: section)
+        super.init(config: config, precision: precision,
+                   feeds: try stageFeeds(config, dataset: ds, imageSize: section.image_size,
+                                         motionEncoderSize: section.motion_encoder_size,
+                                         motionExtractorSize: section.motion_extractor_size, device: precision.device))
     }
 
     /// `validation.num_frames` frames spread over a whole val clip (the sampler's stride shrinks to

@@ -6,6 +6,23 @@ import Foundation
 import Logging
 import Torch
 
+/// What the stages fed with stage-1/2 pairs share: the config, where and how they compute, and
+/// the train and val feeds (batch size and data-wait time for the trainer come from them).
+public class PairFedStage {
+    let config: TrainingConfig
+    public let precision: Precision
+    let feed: PairFeed
+    let valFeed: PairFeed
+    public var batchSize: Int { config.data.train_bs }
+    public var dataWaitSeconds: Double { feed.waitSeconds }
+
+    init(config: TrainingConfig, precision: Precision, feeds: (train: PairFeed, val: PairFeed)) {
+        self.config = config
+        self.precision = precision
+        (feed, valFeed) = feeds
+    }
+}
+
 final class PairFeed {
     let sampler: PairSampler
     let capacity: Int

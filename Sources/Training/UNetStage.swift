@@ -42,7 +42,7 @@ public struct UNetStageSection: Codable, Sendable {
     }
 }
 
-public final class UNetStage: TrainingStage {
+public final class UNetStage: PairFedStage, TrainingStage {
     /// The reference UNet's architecture (`model.reference_unet`) with its output layers.
     public let unet: UNet2DConditionModel
     let section: UNetStageSection
@@ -50,29 +50,26 @@ public final class UNetStage: TrainingStage {
     let imageEncoder: CLIPVisionModelWithProjection
     let clipProcessor: CLIPImageProcessor
     let scheduler: DDIMScheduler
-    let feed: PairFeed
-    let valFeed: PairFeed
-    let config: TrainingConfig
     let latentScale: Double
-    public var batchSize: Int { config.data.train_bs }
-    public var dataWaitSeconds: Double { feed.waitSeconds }
-    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
-        self.config = config
-        precision = try Precision(solver: config.solver, logger: logger)
-        section = try ConfigLoader.section(UNetStageSection.self, config.stageSection, name: "unet", file: config.sourcePath)
+        let precision = try Precision(solver: config.solver, logger: logger)
+        let section = try ConfigLoader.section(UNetStageSection.self, config.stageSection, name: "unet", file: config.sourcePath)
+        self.section = section
         unet = try UNet2DConditionModel(ConfigLoader.section(UNet2DConditionModel.Config.self, config.model["reference_unet"],
                                                              name: "model.reference_unet", file: config.sourcePath))
         try precision.placeTrained(unet)
         (imageEncoder, clipProcessor) = try FrozenNetworks.imageEncoder(config, path: section.image_encoder_path, section: "unet",
                                                                         precision: precision, logger: logger)
-        vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "unet", precision: precision, logger: logger)
+        let vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "unet", precision: precision,
+                                         logger: logger)
+        self.vae = vae
         scheduler = try DDIMScheduler(section.scheduler)
         let ds = try DatasetReader(path: config.data.dataset, logger: logger)
-        (feed, valFeed) = try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
+        super.init(config: config, precision: precision,
+                   feeds: try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device))
     }
 
     public var savedModules: [(String, Module)] { [("unet", unet)] }

@@ -21,26 +21,21 @@ public struct VAEStageSection: Codable, Sendable {
     }
 }
 
-public final class VAEStage: TrainingStage {
+public final class VAEStage: PairFedStage, TrainingStage {
     public let vae: AutoencoderKL
     let section: VAEStageSection
-    let feed: PairFeed
-    let valFeed: PairFeed
-    let config: TrainingConfig
-    public var batchSize: Int { config.data.train_bs }
-    public var dataWaitSeconds: Double { feed.waitSeconds }
-    public let precision: Precision
 
     public init(config: TrainingConfig, logger: Logger) throws {
-        self.config = config
-        precision = try Precision(solver: config.solver, logger: logger)
-        section = try ConfigLoader.section(VAEStageSection.self, config.stageSection, name: "vae", file: config.sourcePath)
+        let precision = try Precision(solver: config.solver, logger: logger)
+        let section = try ConfigLoader.section(VAEStageSection.self, config.stageSection, name: "vae", file: config.sourcePath)
         let vaeConfig = try ConfigLoader.section(AutoencoderKL.Config.self, config.model["vae"], name: "model.vae",
                                                  file: config.sourcePath)
         vae = try AutoencoderKL(vaeConfig)
         try precision.placeTrained(vae)
-        (feed, valFeed) = try stageFeeds(config, dataset: DatasetReader(path: config.data.dataset, logger: logger),
-                                          imageSize: section.image_size, device: precision.device)
+        self.section = section
+        super.init(config: config, precision: precision,
+                   feeds: try stageFeeds(config, dataset: DatasetReader(path: config.data.dataset, logger: logger),
+                                         imageSize: section.image_size, device: precision.device))
     }
 
     public var savedModules: [(String, Module)] { [("vae", vae)] }
