@@ -63,13 +63,19 @@ test: deps
 # Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
 # 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
-# faces) and 4-second clips at 10 fps (so that reference and target frames differ in head pose).
-DEMO_SYNTH := --clips 256 --frames 40 --fps 10
+# faces), 4-second clips at 10 fps and head turns up to ±45° (so that reference and target frames
+# differ clearly in head pose, even on 64² frames).
+DEMO_SYNTH := --clips 256 --frames 40 --fps 10 --pose-scale 1.5
 # LibTorch runs 2 threads (solver.threads); a second OpenBLAS pool would oversubscribe 2 cores.
 demo: export OPENBLAS_NUM_THREADS = 1
 demo: build
 	@$(BIN) --version
-	@test -f Datasets/synth.h5 || $(BIN) dataset synth --out Datasets/synth.h5 $(DEMO_SYNTH)
+	@if [ ! -f Datasets/synth.h5 ]; then \
+	  $(BIN) dataset synth --out Datasets/synth.h5 $(DEMO_SYNTH) && echo "$(DEMO_SYNTH)" > Datasets/synth.options; \
+	elif [ "$$(cat Datasets/synth.options 2>/dev/null)" != "$(DEMO_SYNTH)" ]; then \
+	  echo "warning: Datasets/synth.h5 was made with other options than '$(DEMO_SYNTH)'; the runs below resume on it."; \
+	  echo "         To start over: rm -rf Datasets/synth* Checkpoints/tiny-* Experiments/tiny-*"; \
+	fi
 	$(BIN) dataset inspect Datasets/synth.h5
 	$(BIN) train Configs/tiny/vae.yaml --resume latest
 	$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest

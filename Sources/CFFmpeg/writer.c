@@ -6,6 +6,7 @@
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/error.h>
+#include <libavutil/log.h>
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
 #include <stdio.h>
@@ -71,6 +72,8 @@ static int open_audio(cff_writer *w, const char *audio_src) {
 
 cff_writer *cff_writer_open(const char *path, int width, int height, int fps_num, int fps_den, int crf,
                             const char *preset, const char *codec, const char *audio_src, char *err, size_t errlen) {
+    // Errors come back through `err`; FFmpeg's own chatter (x264's per-file statistics) stays quiet.
+    if (av_log_get_level() > AV_LOG_ERROR) av_log_set_level(AV_LOG_ERROR);
     cff_writer *w = av_mallocz(sizeof *w);
     if (!w) { copy_err(err, errlen, "out of memory"); return NULL; }
     w->width = width;
