@@ -352,10 +352,9 @@ public final class Stage1: PairFedStage, TrainingStage {
             let drivingAngles = try headAngles(b.target)
             let driving = try drivingAngles.indexSelect(0, di)
             let reference = try headAngles(b.reference).indexSelect(0, ri)
-            metrics["pose_error_deg"] = try (headAngles(all) - driving).abs().mean().item()
-            metrics["pose_error_copy_reference_deg"] = try (reference - driving).abs().mean().item()
-            let reconstructed = try decode(cond.targetLatent.squeeze(2))
-            metrics["pose_error_vae_deg"] = try (headAngles(reconstructed) - drivingAngles).abs().mean().item()
+            metrics["pose_error_deg"] = try poseError(headAngles(all), driving)
+            metrics["pose_error_copy_reference_deg"] = try poseError(reference, driving)
+            metrics["pose_error_vae_deg"] = try poseError(headAngles(decode(cond.targetLatent.squeeze(2))), drivingAngles)
         }
         return metrics
     }
@@ -387,8 +386,14 @@ public final class Stage1: PairFedStage, TrainingStage {
         try writer.finish()
         guard model.motionExtractor != nil else { return [:] }
         let driving = try headAngles(b.target)
-        return ["drive_pose_error_deg": try (headAngles(frames) - driving).abs().mean().item(),
-                "drive_pose_error_copy_reference_deg": try (headAngles(b.reference) - driving).abs().mean().item()]
+        // Every frame shares the clip's reference: its angles are read once and broadcast.
+        return ["drive_pose_error_deg": try poseError(headAngles(frames), driving),
+                "drive_pose_error_copy_reference_deg": try poseError(headAngles(b.reference.narrow(0, start: 0, length: 1)), driving)]
+    }
+
+    /// Mean absolute difference in degrees between head angles (N, 3) (or (1, 3), broadcast).
+    func poseError(_ angles: Tensor, _ driving: Tensor) throws -> Double {
+        try (angles - driving).abs().mean().item()
     }
 
     /// DDIM sampling from pure noise with the reference bank written once; one pose/motion

@@ -31,10 +31,14 @@ struct DatasetCommand: ParsableCommand {
         @Option(help: "Where to save the frame grid PNG (default: <out>_grid.png).") var grid: String?
         @OptionGroup var global: GlobalOptions
 
+        var config: SynthConfig {
+            SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction,
+                        poseScale: poseScale)
+        }
+
         func validate() throws {
             do {
-                try SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction,
-                        poseScale: poseScale).validate()
+                try config.validate()
             } catch {
                 throw ValidationError("\(error)")
             }
@@ -42,8 +46,6 @@ struct DatasetCommand: ParsableCommand {
 
         func run() throws {
             let logger = try global.setUp(label: "dataset")
-            let config = SynthConfig(clips: clips, frames: frames, size: size, seed: seed, fps: fps, valFraction: valFraction,
-                        poseScale: poseScale)
             let start = Date()
             let bar = ProgressBar(label: "synth")
             let gridPath = try SyntheticPortraits.write(to: out, config: config, gridPath: grid, logger: logger) { done, total in

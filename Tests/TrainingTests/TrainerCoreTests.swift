@@ -221,9 +221,14 @@ func losses(_ dir: URL) -> [Double] {
         var c = try ConfigLoader.decode(TrainingConfig.self, yaml: base, file: "c.yaml")
         c.solver.lr_scheduler = "cosin"
         c.data.color_jitter = [0.2, 0.2]
+        c.validation.num_frames = -1
+        c.stageSection = .object(["keypoint_radius": .number(-1)])
         let problems = c.problems(requiredFiles: [("data.dataset", "/no/such/file.h5")])
         #expect(problems.contains { $0.contains("lr_scheduler") })
         #expect(problems.contains { $0.contains("data.color_jitter") })
+        #expect(problems.contains { $0.contains("validation.num_frames") })
+        // The stage section's own checks: what `train` and `config validate` report.
+        #expect(StageFactory.problems(c, checkFiles: false).contains { $0.contains("keypoint_radius") && $0.contains(">= 0") })
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
     }
 
