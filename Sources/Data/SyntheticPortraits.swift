@@ -19,11 +19,14 @@ public struct SynthConfig: Sendable {
     /// Head-motion amplitude: 1 turns the head within ±30° and shifts it by up to 5 % of the frame;
     /// the angle and shift ranges scale with it (the identities and timing stay the same).
     public var poseScale: Double
+    /// Camera framing: the head's size in the frame (and its keypoint scale) × zoom; 1 frames head
+    /// and shoulders (the head ≈ 40 % of the frame's width), larger values come closer.
+    public var zoom: Double
 
     public init(clips: Int = 64, frames: Int = 48, size: Int = 64, seed: UInt64 = 0, fps: Double = 25, valFraction: Double = 0.1,
-                poseScale: Double = 1) {
+                poseScale: Double = 1, zoom: Double = 1) {
         self.clips = clips; self.frames = frames; self.size = size; self.seed = seed; self.fps = fps; self.valFraction = valFraction
-        self.poseScale = poseScale
+        self.poseScale = poseScale; self.zoom = zoom
     }
 
     public func validate() throws {
@@ -32,6 +35,7 @@ public struct SynthConfig: Sendable {
         guard fps > 0 else { throw SynthError("fps must be positive, got \(fps)") }
         guard (0...1).contains(valFraction) else { throw SynthError("val fraction must be in 0...1, got \(valFraction)") }
         guard poseScale > 0, poseScale <= 2 else { throw SynthError("pose scale must be in (0, 2] (±60° at most), got \(poseScale)") }
+        guard zoom >= 0.5, zoom <= 2 else { throw SynthError("zoom must be in 0.5...2, got \(zoom)") }
     }
 
     /// Clip ids in order.
@@ -56,7 +60,7 @@ public enum SyntheticPortraits {
         let id = config.clipIDs[index]
         var rng = SeededRandom(seed: config.seed, 1, UInt64(index))
         let identity = makeIdentity(&rng)
-        let motion = Motion(&rng, poseScale: config.poseScale)
+        let motion = Motion(&rng, poseScale: config.poseScale, zoom: config.zoom)
         let renderer = PortraitRenderer(identity: identity, size: config.size)
         let n = config.size * config.size * 3
         var frames = [UInt8](repeating: 0, count: n * config.frames)
@@ -250,11 +254,12 @@ public enum SyntheticPortraits {
         var talk: (Double, Double, Double)
         var talkPhase: Double
         var baseScale: Double
+        let zoom: Double
         var blinkPeriod: Double, blinkPhase: Double
         /// Angle limit (degrees) and translation limits, scaled by the pose scale.
         let angleLimit: Double, txLimit: Double, tyLimit: Double
 
-        init(_ g: inout SeededRandom, poseScale p: Double = 1) {
+        init(_ g: inout SeededRandom, poseScale p: Double = 1, zoom: Double = 1) {
             pitch = Wave(&g, amp: 18 * p, bias: 6 * p)
             yaw = Wave(&g, amp: 26 * p, bias: 8 * p)
             roll = Wave(&g, amp: 12 * p, bias: 5 * p)
@@ -269,6 +274,7 @@ public enum SyntheticPortraits {
             talk = (g.uniform(2.5, 4.5), g.uniform(0.8, 1.6), g.uniform(0.1, 0.3))
             talkPhase = g.uniform(0, 2 * .pi)
             baseScale = g.uniform(0.9, 1.05)
+            self.zoom = zoom
             blinkPeriod = g.uniform(1.8, 4.0)
             blinkPhase = g.uniform(0, 1)
         }
@@ -280,7 +286,7 @@ public enum SyntheticPortraits {
             let pose = HeadPose(pitch: Motion.soft(pitch.at(t), angleLimit), yaw: Motion.soft(yaw.at(t), angleLimit),
                                 roll: Motion.soft(roll.at(t), angleLimit),
                                 tx: Motion.soft(tx.at(t), txLimit), ty: Motion.soft(ty.at(t), tyLimit), tz: 0,
-                                scale: baseScale + Motion.soft(scale.at(t), 0.06))
+                                scale: (baseScale + Motion.soft(scale.at(t), 0.06)) * zoom)
             // Blink: a short dip once per period.
             let cyc = (t / blinkPeriod + blinkPhase).truncatingRemainder(dividingBy: 1)
             let blinkLen = 0.2 / blinkPeriod

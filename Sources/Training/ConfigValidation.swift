@@ -33,6 +33,9 @@ extension TrainingConfig {
         }
         if data.train_bs < 1 { out.append("data.train_bs must be >= 1") }
         if validation.num_frames < 0 { out.append("validation.num_frames must be >= 0 (0 = no animated clip)") }
+        if !(validation.guidance_scale >= 1) {
+            out.append("validation.guidance_scale must be >= 1 (1 = no classifier-free guidance), got \(validation.guidance_scale)")
+        }
         if data.color_jitter.count != 3 || data.color_jitter.contains(where: { !($0 >= 0) }) {
             out.append("data.color_jitter must be three strengths >= 0 [brightness, contrast, saturation] (got \(data.color_jitter))")
         }

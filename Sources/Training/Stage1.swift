@@ -42,6 +42,11 @@ public struct Stage1Section: Codable, Sendable {
     public var reference_frozen: [String] = ["up_blocks.3.*"]
     public var loss_mse_weight: Double = 1
     public var loss_local_weight: Double = 1
+    /// What the unconditional branch of validation.guidance_scale drops, among the conditions the
+    /// training step drops: `reference` (no bank, uncond_ratio), `pose` (pose_drop_prob), `motion`
+    /// (motion_drop_prob).
+    public var guidance_uncond: [String] = ["reference"]
+    static let guidanceConditions = ["reference", "pose", "motion"]
     /// Scheduler (diffusers DDIMScheduler config keys) for training noise and validation sampling.
     public var scheduler: DDIMScheduler.Config = Stage1Section.defaultScheduler
 
@@ -60,7 +65,7 @@ public struct Stage1Section: Codable, Sendable {
     enum K: String, CodingKey, CaseIterable {
         case vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, base_model_path, image_size, motion_encoder_size,
              motion_extractor_size, keypoint_radius, latent_scale, noise_offset, uncond_ratio, pose_drop_prob, motion_drop_prob,
-             bank_drop_ratio, reference_frozen, loss_mse_weight, loss_local_weight, scheduler
+             bank_drop_ratio, reference_frozen, loss_mse_weight, loss_local_weight, guidance_uncond, scheduler
     }
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -88,6 +93,13 @@ public struct Stage1Section: Codable, Sendable {
         reference_frozen = try c.value(.reference_frozen, default: d.reference_frozen)
         loss_mse_weight = try c.value(.loss_mse_weight, default: d.loss_mse_weight)
         loss_local_weight = try c.value(.loss_local_weight, default: d.loss_local_weight)
+        guidance_uncond = try c.value(.guidance_uncond, default: d.guidance_uncond)
+        let unknown = guidance_uncond.filter { !Self.guidanceConditions.contains($0) }
+        guard unknown.isEmpty, !guidance_uncond.isEmpty else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .guidance_uncond, in: c,
+                debugDescription: "expected a non-empty list of \(Self.guidanceConditions.joined(separator: ", ")), got \(guidance_uncond)")
+        }
         scheduler = try c.value(.scheduler, default: d.scheduler)
     }
 
@@ -291,9 +303,14 @@ public final class Stage1: PairFedStage, TrainingStage {
         var fixed = step
         fixed.noiseOffset = 0
         fixed.bankDropRatio = 0
-        let l = try fixed(HybridMotionInputs(referenceLatent: cond.referenceLatent, targetLatent: cond.targetLatent,
-                                             clip: cond.clip, poseFeatures: poseFeatures, motion: motion,
-                                             faceMask: b.faceMask, localMask: b.localMask), draws: draws)
+        let inputs = HybridMotionInputs(referenceLatent: cond.referenceLatent, targetLatent: cond.targetLatent,
+                                        clip: cond.clip, poseFeatures: poseFeatures, motion: motion,
+                                        faceMask: b.faceMask, localMask: b.localMask)
+        let l = try fixed(inputs, draws: draws)
+        // The same draws with pose and motion dropped: how much the driving signals lower the loss.
+        var undrivenDraws = draws
+        (undrivenDraws.dropPose, undrivenDraws.dropMotion) = (true, true)
+        let undrivenLoss = try fixed(inputs, draws: undrivenDraws)
 
         // One-step x̂0 of the noised driving latent at t = 500: what the loss trains, as an image.
         let t500 = try Tensor.full([n], 500, dtype: .int64)
@@ -340,13 +357,14 @@ public final class Stage1: PairFedStage, TrainingStage {
 
         var metrics = try animateValClip(directory: directory, generator: g, logger: logger)
         metrics.merge(["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
+                       "masked_mse_undriven": try undrivenLoss.lossLocal.item(),
                        "face_mse_pixels": try faceMSE(generated),
                        "face_mse_pixels_copy_reference": try faceMSE(decodedReference)]) { $1 }
         // Does the generated head take the driving pose? Head angles read by the frozen motion
         // extractor from every generated cell vs its driving frame, next to the error of simply
-        // copying the reference (what a model that ignores the driving signals would score) and
-        // the error on the VAE's reconstructions of the driving frames (the best a sample through
-        // this VAE can score).
+        // copying the reference, the error of the model's own samples with the driving signals
+        // dropped (what it draws when it ignores them), and the error on the VAE's reconstructions
+        // of the driving frames (the best a sample through this VAE can score).
         if model.motionExtractor != nil {
             // Angles of the n driving and n reference frames, spread over the n² cells.
             let drivingAngles = try headAngles(b.target)
@@ -354,6 +372,12 @@ public final class Stage1: PairFedStage, TrainingStage {
             let reference = try headAngles(b.reference).indexSelect(0, ri)
             metrics["pose_error_deg"] = try poseError(headAngles(all), driving)
             metrics["pose_error_copy_reference_deg"] = try poseError(reference, driving)
+            // The same references sampled with pose and motion dropped (the training dropouts):
+            // what this model draws when nothing drives it.
+            let undriven = try sample(referenceLatent: cond.referenceLatent, clip: cond.clip,
+                                      motion: Tensor.zeros(motion.shape, device: motion.device), pose: nil,
+                                      shape: shape, generator: g, logger: logger)
+            metrics["pose_error_undriven_deg"] = try poseError(headAngles(undriven).indexSelect(0, ri), driving)
             metrics["pose_error_vae_deg"] = try poseError(headAngles(decode(cond.targetLatent.squeeze(2))), drivingAngles)
         }
         return metrics
@@ -397,17 +421,27 @@ public final class Stage1: PairFedStage, TrainingStage {
     }
 
     /// DDIM sampling from pure noise with the reference bank written once; one pose/motion
-    /// condition per sample. Returns images in [-1, 1].
-    func sample(referenceLatent: Tensor, clip: Tensor, motion: Tensor, pose: Tensor, shape: [Int],
+    /// condition per sample; classifier-free guidance (validation.guidance_scale) against a branch
+    /// without the conditions in stage1.guidance_uncond. Returns images in [-1, 1].
+    func sample(referenceLatent: Tensor, clip: Tensor, motion: Tensor, pose: Tensor?, shape: [Int],
                 generator g: Generator, logger: Logger) throws -> Tensor {
         control.clear()
         defer { control.clear() }
         _ = try model.reference(referenceLatent, timestep: Tensor.zeros([shape[0]], dtype: .int64), encoderHiddenStates: clip)
         try control.update(dropRatio: 0, generator: nil)
+        let scale = config.validation.guidance_scale
+        let drop = Set(section.guidance_uncond)
+        let noMotion = drop.contains("motion") ? try Tensor.zeros(motion.shape, device: motion.device) : motion
         let latents = try FrozenNetworks.ddimSample(shape: shape, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: precision.device,
                                                     logger: logger) { x, t in
-            try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
+            let cond = try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
+            guard scale > 1 else { return cond }
+            func uncondEps() throws -> Tensor {
+                try model.denoiser(x, timesteps: t, clip: clip, motion: noMotion, poseCond: drop.contains("pose") ? nil : pose)
+            }
+            let uncond = drop.contains("reference") ? try control.withoutReference(uncondEps) : try uncondEps()
+            return try uncond + (cond - uncond) * scale
         }
         return try decode(latents.squeeze(2))
     }

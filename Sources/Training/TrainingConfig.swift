@@ -112,10 +112,14 @@ public struct ValidationSection: Codable, Sendable, Equatable {
     /// Frames of one val clip (spread over the whole clip) that the stage animates from the clip's
     /// reference frame, written as an mp4 and a PNG strip (stage 1); 0 turns it off.
     public var num_frames: Int = 16
+    /// Classifier-free guidance of the validation samples, as diffusers pipelines take it:
+    /// ε = ε_uncond + scale·(ε_cond − ε_uncond); 1 = no guidance. The stage says what the
+    /// unconditional branch drops (its training-time condition dropout).
+    public var guidance_scale: Double = 1
 
-    static let keys = ["validation_steps", "num_samples", "num_inference_steps", "seed", "num_frames"]
+    static let keys = ["validation_steps", "num_samples", "num_inference_steps", "seed", "num_frames", "guidance_scale"]
     public init() {}
-    enum K: String, CodingKey { case validation_steps, num_samples, num_inference_steps, seed, num_frames }
+    enum K: String, CodingKey { case validation_steps, num_samples, num_inference_steps, seed, num_frames, guidance_scale }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Self.keys)
         let c = try decoder.container(keyedBy: K.self)
@@ -125,6 +129,7 @@ public struct ValidationSection: Codable, Sendable, Equatable {
         num_inference_steps = try c.value(.num_inference_steps, default: d.num_inference_steps)
         seed = try c.value(.seed, default: d.seed)
         num_frames = try c.value(.num_frames, default: d.num_frames)
+        guidance_scale = try c.value(.guidance_scale, default: d.guidance_scale)
     }
 }
 

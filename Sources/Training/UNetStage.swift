@@ -107,7 +107,8 @@ public final class UNetStage: PairFedStage, TrainingStage {
     }
 
     /// The loss with fixed draws on the val frames, and 20-step DDIM samples from each val frame's
-    /// CLIP embedding (grid.png: image | VAE reconstruction | sample).
+    /// CLIP embedding (grid.png: image | VAE reconstruction | sample), guided by
+    /// validation.guidance_scale against the zeroed embedding.
     public func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double] {
         let images = try valFeed.batch(0).target
         let g = try Generator(seed: config.validation.seed)
@@ -116,10 +117,16 @@ public final class UNetStage: PairFedStage, TrainingStage {
         let noise = try Tensor.randn(s, generator: g, device: dev)
         let t = try Tensor.randint(0, scheduler.config.num_train_timesteps, [s[0]], generator: g, device: dev)
         let l = try loss(latents: latents, clip: clip, noise: noise, timesteps: t, keep: Tensor.ones([s[0]], device: dev))
+        // Classifier-free guidance against the zeroed embedding (the uncond_ratio dropout).
+        let scale = config.validation.guidance_scale
+        let noClip = try Tensor.zeros(clip.shape, dtype: clip.dtype, device: clip.device)
         let sampled = try FrozenNetworks.ddimSample(shape: s, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: dev,
                                                     logger: logger) { x, t in
-            try unet(x, timestep: t, encoderHiddenStates: clip)
+            let cond = try unet(x, timestep: t, encoderHiddenStates: clip)
+            guard scale > 1 else { return cond }
+            let uncond = try unet(x, timestep: t, encoderHiddenStates: noClip)
+            return try uncond + (cond - uncond) * scale
         }
         let generated = try FrozenNetworks.decode(vae, sampled, scale: latentScale, precision: precision)
         let reconstructed = try FrozenNetworks.decode(vae, latents, scale: latentScale, precision: precision)

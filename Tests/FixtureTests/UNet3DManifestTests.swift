@@ -181,6 +181,11 @@ import Torch
             try control.update(dropRatio: 0)
             let withBank = try reader(sample, timesteps: t, clip: clip, motion: motion)
             #expect(try withBank.maxAbsDiff(plain) > 1e-4)
+            // The unconditional branch of guidance: the bank set aside is plain self-attention,
+            // and it is back afterwards.
+            let withoutBank = try control.withoutReference { try reader(sample, timesteps: t, clip: clip, motion: motion) }
+            #expect(try withoutBank.maxAbsDiff(plain) == 0)
+            #expect(try reader(sample, timesteps: t, clip: clip, motion: motion).maxAbsDiff(withBank) == 0)
             try control.update(dropRatio: 0.3, generator: try Generator(seed: 3))
             #expect(control.readerBanks[1][0].shape[1] == 44)
 

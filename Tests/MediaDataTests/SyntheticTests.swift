@@ -37,9 +37,10 @@ struct SyntheticTests {
         #expect(SyntheticPortraits.clip(0, config: small).frames != SyntheticPortraits.clip(1, config: small).frames)
     }
 
-    @Test(arguments: [1.0, 1.5]) func groundTruthMatchesThePixels(poseScale: Double) throws {
+    @Test(arguments: zip([1.0, 1.5, 1.5], [1.0, 1.0, 1.5]))
+    func groundTruthMatchesThePixels(poseScale: Double, zoom: Double) throws {
         let size = 96
-        let config = SynthConfig(clips: 6, frames: 10, size: size, seed: 3, fps: 5, poseScale: poseScale)
+        let config = SynthConfig(clips: 6, frames: 10, size: size, seed: 3, fps: 5, poseScale: poseScale, zoom: zoom)
         let limit = 30 * poseScale
         var checked = 0, largest = 0.0
         for c in 0..<config.clips {
@@ -78,6 +79,19 @@ struct SyntheticTests {
         #expect(checked == 6 * 10 * 2)
         // The head turns well beyond the smaller scale's range.
         #expect(largest > 0.6 * limit, "largest angle \(largest)° with pose scale \(poseScale)")
+    }
+
+    /// --zoom scales the head (and its ground truth) in the frame.
+    @Test func zoomScalesTheHead() throws {
+        func meanFaceWidth(_ zoom: Double) -> Double {
+            let clip = SyntheticPortraits.clip(0, config: SynthConfig(clips: 1, frames: 8, seed: 5, zoom: zoom))
+            let widths = (0..<clip.frameCount).map { Double(FaceBoxes(flat: clip.boxes[($0 * 16)..<($0 * 16 + 16)]).face.width) }
+            return widths.reduce(0, +) / Double(widths.count)
+        }
+        let ratio = meanFaceWidth(1.5) / meanFaceWidth(1)
+        #expect(ratio > 1.35 && ratio < 1.65, "face box width ratio \(ratio) at zoom 1.5")
+        #expect(throws: SynthError.self) { try SynthConfig(zoom: 0.3).validate() }
+        #expect(throws: SynthError.self) { try SynthConfig(zoom: 2.5).validate() }
     }
 
     @Test func rotationFollowsLivePortraitConvention() {

@@ -15,7 +15,8 @@ import Torch
     /// With `motionExtractor`, a one-step tiny motion extractor is trained too and stage 1 uses
     /// it (validation then measures the generated head pose with it).
     func setUp(steps: Int, checkpointEvery: Int, validateEvery: Int = 0,
-               motionExtractor: Bool = false, baseModel: String = "") throws -> (dir: URL, config: URL) {
+               motionExtractor: Bool = false, baseModel: String = "",
+               guidance: Double = 1) throws -> (dir: URL, config: URL) {
         let dir = try scratchWithDataset(clips: 8, frames: 16)
         try tinyVAEConfig(steps: 1, checkpointEvery: 1).write(to: dir.appendingPathComponent("vae.yaml"),
                                                               atomically: true, encoding: .utf8)
@@ -56,6 +57,7 @@ import Torch
               validation_steps: \(validateEvery)
               num_samples: 2
               num_inference_steps: 3
+              guidance_scale: \(guidance)
             checkpointing:
               checkpointing_steps: \(checkpointEvery)
               keep_last: 2
@@ -65,6 +67,7 @@ import Torch
               latent_scale: 0
               motion_extractor_checkpoint: \(motionExtractor ? "\(dir.path)/Checkpoints/me/checkpoint-1" : "")
               base_model_path: "\(baseModel)"
+              guidance_uncond: [reference, pose, motion]
             """
         let url = dir.appendingPathComponent("stage1.yaml")
         try yaml.write(to: url, atomically: true, encoding: .utf8)
@@ -94,8 +97,9 @@ import Torch
         #expect(last < first * 0.8, "stage-1 loss did not fall: first 20 mean \(first), last 20 mean \(last)")
     }
 
+    /// Validation with classifier-free guidance (every condition dropped in the unguided branch).
     @Test func validationWritesGridsAndPoseMetrics() throws {
-        let (dir, config) = try setUp(steps: 2, checkpointEvery: 0, validateEvery: 2, motionExtractor: true)
+        let (dir, config) = try setUp(steps: 2, checkpointEvery: 0, validateEvery: 2, motionExtractor: true, guidance: 2)
         defer { try? FileManager.default.removeItem(at: dir) }
         try train(dir, config)
         let run = dir.appendingPathComponent("Experiments/s1")
@@ -109,7 +113,8 @@ import Torch
         #expect(vals.count == 2)
         for v in vals {
             for key in ["val_masked_mse", "val_face_mse_pixels", "val_face_mse_pixels_copy_reference", "val_pose_error_deg",
-                        "val_pose_error_copy_reference_deg", "val_pose_error_vae_deg", "val_drive_pose_error_deg",
+                        "val_pose_error_copy_reference_deg", "val_pose_error_undriven_deg", "val_pose_error_vae_deg", "val_masked_mse_undriven",
+                        "val_drive_pose_error_deg",
                         "val_drive_pose_error_copy_reference_deg"] {
                 let x = v[key] as? Double
                 #expect(x != nil && x!.isFinite && x! >= 0, "\(key) = \(String(describing: x))")
@@ -141,7 +146,7 @@ import Torch
             model: \(model)
             data: {dataset: Datasets/synth.h5, train_bs: 4, sample_margin: 2}
             solver: {learning_rate: 1.0e-3, max_train_steps: 2}
-            validation: {validation_steps: 2, num_samples: 2, num_inference_steps: 2}
+            validation: {validation_steps: 2, num_samples: 2, num_inference_steps: 2, guidance_scale: 2}
             checkpointing: {checkpointing_steps: 2}
             unet: {vae_checkpoint: Checkpoints/vae/checkpoint-1, latent_scale: 0}
             """

@@ -222,13 +222,19 @@ func losses(_ dir: URL) -> [Double] {
         c.solver.lr_scheduler = "cosin"
         c.data.color_jitter = [0.2, 0.2]
         c.validation.num_frames = -1
+        c.validation.guidance_scale = 0.5
         c.stageSection = .object(["keypoint_radius": .number(-1)])
         let problems = c.problems(requiredFiles: [("data.dataset", "/no/such/file.h5")])
         #expect(problems.contains { $0.contains("lr_scheduler") })
         #expect(problems.contains { $0.contains("data.color_jitter") })
         #expect(problems.contains { $0.contains("validation.num_frames") })
+        #expect(problems.contains { $0.contains("validation.guidance_scale") && $0.contains(">= 1") })
         // The stage section's own checks: what `train` and `config validate` report.
         #expect(StageFactory.problems(c, checkFiles: false).contains { $0.contains("keypoint_radius") && $0.contains(">= 0") })
+        c.stageSection = .object(["guidance_uncond": .array([.string("pose"), .string("refrence")])])
+        #expect(StageFactory.problems(c, checkFiles: false).contains {
+            $0.contains("guidance_uncond") && $0.contains("reference, pose, motion") && $0.contains("refrence")
+        })
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
     }
 

@@ -132,6 +132,16 @@ public final class ReferenceAttentionControl {
         clearKeyframes()
     }
 
+    /// Runs `body` with the reader's reference tokens set aside (the reader attends to its own
+    /// tokens and any keyframes only, as a training step with the reference dropped), then puts
+    /// them back: the unconditional branch of classifier-free guidance without re-running the writer.
+    public func withoutReference<T>(_ body: () throws -> T) rethrows -> T {
+        let saved = readerBanks
+        readerBanks = Array(repeating: [], count: pairs.count)
+        defer { readerBanks = saved }
+        return try body()
+    }
+
     /// Forgets only the writer's recordings (`writer.clear()`), e.g. before recording a keyframe.
     public func clearWriter() {
         writerBanks = Array(repeating: [], count: pairs.count)
