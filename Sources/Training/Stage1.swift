@@ -307,10 +307,12 @@ public final class Stage1: PairFedStage, TrainingStage {
                                         clip: cond.clip, poseFeatures: poseFeatures, motion: motion,
                                         faceMask: b.faceMask, localMask: b.localMask)
         let l = try fixed(inputs, draws: draws)
-        // The same draws with pose and motion dropped: how much the driving signals lower the loss.
-        var undrivenDraws = draws
-        (undrivenDraws.dropPose, undrivenDraws.dropMotion) = (true, true)
-        let undrivenLoss = try fixed(inputs, draws: undrivenDraws)
+        // The same draws with pose, motion or both dropped: how much each driving signal lowers the loss.
+        func maskedMSE(dropPose: Bool, dropMotion: Bool) throws -> Double {
+            var d = draws
+            (d.dropPose, d.dropMotion) = (dropPose, dropMotion)
+            return try fixed(inputs, draws: d).lossLocal.item()
+        }
 
         // One-step x̂0 of the noised driving latent at t = 500: what the loss trains, as an image.
         let t500 = try Tensor.full([n], 500, dtype: .int64)
@@ -357,7 +359,9 @@ public final class Stage1: PairFedStage, TrainingStage {
 
         var metrics = try animateValClip(directory: directory, generator: g, logger: logger)
         metrics.merge(["loss": try l.loss.item(), "latent_mse": try l.lossMSE.item(), "masked_mse": try l.lossLocal.item(),
-                       "masked_mse_undriven": try undrivenLoss.lossLocal.item(),
+                       "masked_mse_undriven": try maskedMSE(dropPose: true, dropMotion: true),
+                       "masked_mse_no_pose": try maskedMSE(dropPose: true, dropMotion: false),
+                       "masked_mse_no_motion": try maskedMSE(dropPose: false, dropMotion: true),
                        "face_mse_pixels": try faceMSE(generated),
                        "face_mse_pixels_copy_reference": try faceMSE(decodedReference)]) { $1 }
         // Does the generated head take the driving pose? Head angles read by the frozen motion

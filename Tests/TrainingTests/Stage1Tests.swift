@@ -113,7 +113,7 @@ import Torch
         #expect(vals.count == 2)
         for v in vals {
             for key in ["val_masked_mse", "val_face_mse_pixels", "val_face_mse_pixels_copy_reference", "val_pose_error_deg",
-                        "val_pose_error_copy_reference_deg", "val_pose_error_undriven_deg", "val_pose_error_vae_deg", "val_masked_mse_undriven",
+                        "val_pose_error_copy_reference_deg", "val_pose_error_undriven_deg", "val_pose_error_vae_deg", "val_masked_mse_undriven", "val_masked_mse_no_pose", "val_masked_mse_no_motion",
                         "val_drive_pose_error_deg",
                         "val_drive_pose_error_copy_reference_deg"] {
                 let x = v[key] as? Double
