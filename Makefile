@@ -63,9 +63,10 @@ test: deps
 # Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
 # 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
-# faces), 4-second clips at 10 fps and head turns up to ±45° (so that reference and target frames
-# differ clearly in head pose, even on 64² frames).
-DEMO_SYNTH := --clips 256 --frames 40 --fps 10 --pose-scale 1.5
+# faces), 4-second clips at 10 fps, head turns up to ±45° (so that reference and target frames
+# differ clearly in head pose, even on 64² frames) and face-filling framing (zoom 1.5: the face
+# takes most of the 64² frame, as in face-cropped portrait data, rather than a third of it).
+DEMO_SYNTH := --clips 256 --frames 40 --fps 10 --pose-scale 1.5 --zoom 1.5
 # LibTorch runs 2 threads (solver.threads); a second OpenBLAS pool would oversubscribe 2 cores.
 demo: export OPENBLAS_NUM_THREADS = 1
 demo: build
