@@ -433,19 +433,19 @@ public final class Stage1: PairFedStage, TrainingStage {
         defer { control.clear() }
         _ = try model.reference(referenceLatent, timestep: Tensor.zeros([shape[0]], dtype: .int64), encoderHiddenStates: clip)
         try control.update(dropRatio: 0, generator: nil)
-        let scale = config.validation.guidance_scale
         let drop = Set(section.guidance_uncond)
         let noMotion = drop.contains("motion") ? try Tensor.zeros(motion.shape, device: motion.device) : motion
         let latents = try FrozenNetworks.ddimSample(shape: shape, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: precision.device,
                                                     logger: logger) { x, t in
-            let cond = try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
-            guard scale > 1 else { return cond }
-            func uncondEps() throws -> Tensor {
+            func uncond() throws -> Tensor {
                 try model.denoiser(x, timesteps: t, clip: clip, motion: noMotion, poseCond: drop.contains("pose") ? nil : pose)
             }
-            let uncond = drop.contains("reference") ? try control.withoutReference(uncondEps) : try uncondEps()
-            return try uncond + (cond - uncond) * scale
+            return try FrozenNetworks.guided(scale: config.validation.guidance_scale) {
+                try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
+            } uncond: {
+                drop.contains("reference") ? try control.withoutReference(uncond) : try uncond()
+            }
         }
         return try decode(latents.squeeze(2))
     }

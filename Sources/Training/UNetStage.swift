@@ -118,15 +118,15 @@ public final class UNetStage: PairFedStage, TrainingStage {
         let t = try Tensor.randint(0, scheduler.config.num_train_timesteps, [s[0]], generator: g, device: dev)
         let l = try loss(latents: latents, clip: clip, noise: noise, timesteps: t, keep: Tensor.ones([s[0]], device: dev))
         // Classifier-free guidance against the zeroed embedding (the uncond_ratio dropout).
-        let scale = config.validation.guidance_scale
         let noClip = try Tensor.zeros(clip.shape, dtype: clip.dtype, device: clip.device)
         let sampled = try FrozenNetworks.ddimSample(shape: s, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: dev,
                                                     logger: logger) { x, t in
-            let cond = try unet(x, timestep: t, encoderHiddenStates: clip)
-            guard scale > 1 else { return cond }
-            let uncond = try unet(x, timestep: t, encoderHiddenStates: noClip)
-            return try uncond + (cond - uncond) * scale
+            try FrozenNetworks.guided(scale: config.validation.guidance_scale) {
+                try unet(x, timestep: t, encoderHiddenStates: clip)
+            } uncond: {
+                try unet(x, timestep: t, encoderHiddenStates: noClip)
+            }
         }
         let generated = try FrozenNetworks.decode(vae, sampled, scale: latentScale, precision: precision)
         let reconstructed = try FrozenNetworks.decode(vae, latents, scale: latentScale, precision: precision)

@@ -28,7 +28,7 @@ struct DatasetCommand: ParsableCommand {
         @Option(help: "Fraction of clips in the validation split.") var valFraction: Double = 0.1
         @Option(help: "Head-motion amplitude (1: turns within ±30°, shifts up to 5 % of the frame; 1.5: ±45°).")
         var poseScale: Double = 1
-        @Option(help: "Camera framing: the head's size × zoom (1: head and shoulders; 1.6: the face fills most of the frame).")
+        @Option(help: "Camera framing: the head's size × zoom (1: head and shoulders; 1.5: the face fills most of the frame).")
         var zoom: Double = 1
         @Option(help: "Where to save the frame grid PNG (default: <out>_grid.png).") var grid: String?
         @OptionGroup var global: GlobalOptions

@@ -97,6 +97,18 @@ import Torch
         #expect(last < first * 0.8, "stage-1 loss did not fall: first 20 mean \(first), last 20 mean \(last)")
     }
 
+    /// Guidance combines the branches as diffusers does and skips the unconditional one at scale 1.
+    @Test func guidanceCombinesBranches() throws {
+        let c = try Tensor([Float(1), 2]), u = try Tensor([Float(0.5), 4])
+        var uncondRuns = 0
+        let plain = try FrozenNetworks.guided(scale: 1) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
+        #expect(uncondRuns == 0)
+        #expect(plain == [1, 2])
+        let g = try FrozenNetworks.guided(scale: 3) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
+        #expect(uncondRuns == 1)
+        #expect(g == [2, -2])
+    }
+
     /// Validation with classifier-free guidance (every condition dropped in the unguided branch).
     @Test func validationWritesGridsAndPoseMetrics() throws {
         let (dir, config) = try setUp(steps: 2, checkpointEvery: 0, validateEvery: 2, motionExtractor: true, guidance: 2)
