@@ -42,6 +42,9 @@ public struct Stage1Section: Codable, Sendable {
     public var reference_frozen: [String] = ["up_blocks.3.*"]
     public var loss_mse_weight: Double = 1
     public var loss_local_weight: Double = 1
+    /// diffusers' snr_gamma (Min-SNR-γ loss weighting, 5 is its usual value); 0 = the reference's
+    /// loss, which weighs high-t samples by 1/ᾱ − 1 (4347 at t = 999, 4.9 at t = 500).
+    public var snr_gamma: Double = 0
     /// What the unconditional branch of validation.guidance_scale drops, among the conditions the
     /// training step drops: `reference` (no bank, uncond_ratio), `pose` (pose_drop_prob), `motion`
     /// (motion_drop_prob).
@@ -65,7 +68,7 @@ public struct Stage1Section: Codable, Sendable {
     enum K: String, CodingKey, CaseIterable {
         case vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, base_model_path, image_size, motion_encoder_size,
              motion_extractor_size, keypoint_radius, latent_scale, noise_offset, uncond_ratio, pose_drop_prob, motion_drop_prob,
-             bank_drop_ratio, reference_frozen, loss_mse_weight, loss_local_weight, guidance_uncond, scheduler
+             bank_drop_ratio, reference_frozen, loss_mse_weight, loss_local_weight, snr_gamma, guidance_uncond, scheduler
     }
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -93,6 +96,11 @@ public struct Stage1Section: Codable, Sendable {
         reference_frozen = try c.value(.reference_frozen, default: d.reference_frozen)
         loss_mse_weight = try c.value(.loss_mse_weight, default: d.loss_mse_weight)
         loss_local_weight = try c.value(.loss_local_weight, default: d.loss_local_weight)
+        snr_gamma = try c.value(.snr_gamma, default: d.snr_gamma)
+        guard snr_gamma >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .snr_gamma, in: c,
+                                                   debugDescription: "expected a gamma >= 0 (0 = the reference's loss), got \(snr_gamma)")
+        }
         guidance_uncond = try c.value(.guidance_uncond, default: d.guidance_uncond)
         let unknown = guidance_uncond.filter { !Self.guidanceConditions.contains($0) }
         guard unknown.isEmpty, !guidance_uncond.isEmpty else {
@@ -178,6 +186,7 @@ public final class Stage1: PairFedStage, TrainingStage {
         s.noiseOffset = section.noise_offset
         s.bankDropRatio = section.bank_drop_ratio
         s.lossWeights = (section.loss_mse_weight, section.loss_local_weight)
+        s.snrGamma = section.snr_gamma
         step = s
         clipProcessor = processor
 

@@ -3,6 +3,7 @@
 import Foundation
 import Logging
 import Media
+import Models
 import NN
 import Testing
 import Torch
@@ -16,7 +17,7 @@ import Torch
     /// it (validation then measures the generated head pose with it).
     func setUp(steps: Int, checkpointEvery: Int, validateEvery: Int = 0,
                motionExtractor: Bool = false, baseModel: String = "",
-               guidance: Double = 1) throws -> (dir: URL, config: URL) {
+               guidance: Double = 1, stage1Extra: String = "") throws -> (dir: URL, config: URL) {
         let dir = try scratchWithDataset(clips: 8, frames: 16)
         try tinyVAEConfig(steps: 1, checkpointEvery: 1).write(to: dir.appendingPathComponent("vae.yaml"),
                                                               atomically: true, encoding: .utf8)
@@ -68,6 +69,7 @@ import Torch
               motion_extractor_checkpoint: \(motionExtractor ? "\(dir.path)/Checkpoints/me/checkpoint-1" : "")
               base_model_path: "\(baseModel)"
               guidance_uncond: [reference, pose, motion]
+              \(stage1Extra)
             """
         let url = dir.appendingPathComponent("stage1.yaml")
         try yaml.write(to: url, atomically: true, encoding: .utf8)
@@ -95,6 +97,28 @@ import Torch
         #expect(l.count == 100)
         let first = l.prefix(20).reduce(0, +) / 20, last = l.suffix(20).reduce(0, +) / 20
         #expect(last < first * 0.8, "stage-1 loss did not fall: first 20 mean \(first), last 20 mean \(last)")
+    }
+
+    /// stage1.snr_gamma reaches the step; the weighting is min(SNR_t, γ) per sample on the squared
+    /// x̂0 errors (diffusers' Min-SNR on ε errors), and γ = 0 leaves the reference's loss.
+    @Test func snrGammaWeighsSamples() throws {
+        let (dir, config) = try setUp(steps: 1, checkpointEvery: 0, stage1Extra: "snr_gamma: 5")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cfg = try TrainingConfig.load(path: config.path)
+        let stage = try #require(try StageFactory.make(cfg, logger: logger) as? Stage1)
+        #expect(stage.step.snrGamma == 5)
+
+        let a = try Tensor.randn([2, 4, 1, 3, 3]), b = try Tensor.randn([2, 4, 1, 3, 3])
+        let alpha = try stage.scheduler.alphaProd(Tensor([Int64(999), 10]))
+        let got: Double = try HybridMotionStep.snrWeightedMSE(a, b, alphaProd: alpha, gamma: 5).item()
+        let al: [Double] = try alpha.toArray(Float.self).map { Double($0) }
+        let diff = try a - b
+        let perSample: [Double] = try diff.square().reshape([2, -1]).mean([1]).toArray(Float.self).map { Double($0) }
+        let snr: [Double] = al.map { $0 / (1 - $0) }
+        let want = (min(snr[0], 5) * perSample[0] + min(snr[1], 5) * perSample[1]) / 2
+        #expect(abs(got - want) < 1e-5 * max(1, want), "weighted MSE \(got), expected \(want)")
+        // t = 999 weighs far less than t = 10, which is capped at γ.
+        #expect(snr[0] < 0.01 && snr[1] > 5)
     }
 
     /// Guidance combines the branches as diffusers does and skips the unconditional one at scale 1.

@@ -231,6 +231,8 @@ func losses(_ dir: URL) -> [Double] {
         #expect(problems.contains { $0.contains("validation.guidance_scale") && $0.contains(">= 1") })
         // The stage section's own checks: what `train` and `config validate` report.
         #expect(StageFactory.problems(c, checkFiles: false).contains { $0.contains("keypoint_radius") && $0.contains(">= 0") })
+        c.stageSection = .object(["snr_gamma": .number(-1)])
+        #expect(StageFactory.problems(c, checkFiles: false).contains { $0.contains("snr_gamma") && $0.contains(">= 0") })
         c.stageSection = .object(["guidance_uncond": .array([.string("pose"), .string("refrence")])])
         #expect(StageFactory.problems(c, checkFiles: false).contains {
             $0.contains("guidance_uncond") && $0.contains("reference, pose, motion") && $0.contains("refrence")

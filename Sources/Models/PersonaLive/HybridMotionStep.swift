@@ -69,6 +69,9 @@ public struct HybridMotionStep {
     public var noiseOffset: Double = 0.05
     public var bankDropRatio: Double = 0.3
     public var lossWeights: (mse: Double, local: Double) = (1, 1)
+    /// diffusers' `snr_gamma` (Min-SNR-γ): > 0 weighs each sample's x̂0 errors by min(SNR_t, γ), the
+    /// same as weighing its ε errors by min(SNR_t, γ)/SNR_t; 0 keeps the reference's loss.
+    public var snrGamma: Double = 0
 
     public init(denoiser: UNet3DConditionModel, reference: UNet2DConditionModel, control: ReferenceAttentionControl,
                 scheduler: DDIMScheduler) {
@@ -93,6 +96,13 @@ public struct HybridMotionStep {
         let shape = [a.shape[0]] + [Int](repeating: 1, count: noisy.dim - 1)
         let inv = try (1.0 / a).reshape(shape)
         return try inv.sqrt() * noisy - (inv - 1).sqrt() * eps
+    }
+
+    /// mean over samples of min(SNR_t, γ) · mean((a − b)²), SNR_t = ᾱ_t/(1 − ᾱ_t); `alphaProd` (b,).
+    public static func snrWeightedMSE(_ a: Tensor, _ b: Tensor, alphaProd: Tensor, gamma: Double) throws -> Tensor {
+        let w = try (alphaProd / (1.0 - alphaProd)).clamp(max: gamma)
+        let shape = [a.shape[0]] + [Int](repeating: 1, count: a.dim - 1)
+        return try ((a - b).square() * w.reshape(shape).to(a.dtype)).mean()
     }
 
     public func callAsFunction(_ inputs: HybridMotionInputs, draws: HybridMotionDraws, generator: Generator? = nil) throws -> HybridMotionOutputs {
@@ -124,8 +134,15 @@ public struct HybridMotionStep {
         control.clear()
 
         let x0 = try x0(fromEps: eps, noisy: noisy, timesteps: draws.timesteps)
-        let lossMSE = try F.mseLoss(x0, latents)
-        let lossLocal = try F.mseLoss(x0 * mask, latents * mask)
+        let lossMSE: Tensor, lossLocal: Tensor
+        if snrGamma > 0 {
+            let a = try scheduler.alphaProd(draws.timesteps).to(latents.device)
+            lossMSE = try Self.snrWeightedMSE(x0, latents, alphaProd: a, gamma: snrGamma)
+            lossLocal = try Self.snrWeightedMSE(x0 * mask, latents * mask, alphaProd: a, gamma: snrGamma)
+        } else {
+            lossMSE = try F.mseLoss(x0, latents)
+            lossLocal = try F.mseLoss(x0 * mask, latents * mask)
+        }
         let loss = try lossMSE * lossWeights.mse + lossLocal * lossWeights.local
         return HybridMotionOutputs(noise: noise, noisyLatents: noisy, facialMask: mask, modelPred: eps, x0: x0,
                                    lossMSE: lossMSE, lossLocal: lossLocal, loss: loss)
