@@ -141,8 +141,6 @@ enum FrozenNetworks {
 
     // MARK: sampling
 
-    /// DDIM sampling from pure noise of `shape` in `steps` steps; `eps(latents, timesteps)` is the
-    /// model's noise prediction for the whole batch.
     /// Classifier-free guidance as diffusers pipelines combine it: ε_u + scale·(ε_c − ε_u); the
     /// unconditional branch only runs when scale > 1.
     static func guided(scale: Double, cond: () throws -> Tensor, uncond: () throws -> Tensor) throws -> Tensor {
@@ -152,6 +150,8 @@ enum FrozenNetworks {
         return try u + (c - u) * scale
     }
 
+    /// DDIM sampling from pure noise of `shape` in `steps` steps; `eps(latents, timesteps)` is the
+    /// model's noise prediction for the whole batch.
     static func ddimSample(shape: [Int], steps: Int, scheduler config: DDIMScheduler.Config, generator g: Generator,
                            device: Device, logger: Logger, eps: (Tensor, Tensor) throws -> Tensor) throws -> Tensor {
         let sampler = try DDIMScheduler(config)
