@@ -55,6 +55,20 @@ public final class PairSampler: @unchecked Sendable {
         return (r, t)
     }
 
+    /// Frames `frames` of clip `id` exactly as `batch` writes references and targets: (n,3,S,S) in
+    /// [-1, 1], and (n,3,X,X) in [0, 1] at the motion-extractor size (what frozen-feature caches encode).
+    public func frames(_ id: String, _ frames: [Int]) throws -> (images: FloatBatch, motionInput: FloatBatch) {
+        let n = frames.count, s = config.imageSize, x = config.motionExtractorSize
+        var images = [Float](repeating: 0, count: n * 3 * s * s)
+        var motion = [Float](repeating: 0, count: n * 3 * x * x)
+        for (i, f) in frames.enumerated() {
+            let frame = try dataset.frame(id, f)
+            SampleAugment.writeSigned(try SampleAugment.resize(frame, to: s), into: &images, at: i * 3 * s * s)
+            SampleAugment.writeUnit(try SampleAugment.resize(frame, to: x), into: &motion, at: i * 3 * x * x)
+        }
+        return (FloatBatch(shape: [n, 3, s, s], values: images), FloatBatch(shape: [n, 3, x, x], values: motion))
+    }
+
     /// The batch for one training step.
     public func batch(step: Int) throws -> PairBatch {
         let c = config

@@ -39,6 +39,9 @@ extension TrainingConfig {
         if data.color_jitter.count != 3 || data.color_jitter.contains(where: { !($0 >= 0) }) {
             out.append("data.color_jitter must be three strengths >= 0 [brightness, contrast, saturation] (got \(data.color_jitter))")
         }
+        if data.cache_latents, !["stage1", "unet"].contains(stage) {
+            out.append("data.cache_latents: only the stage1 and unet stages have frozen encoders to cache (stage is '\(stage)')")
+        }
         if run_name.isEmpty || run_name.contains("/") { out.append("run_name must be a non-empty folder name") }
         if checkpointing.keep_last < 0 { out.append("checkpointing.keep_last must be >= 0") }
         for (key, path) in requiredFiles where !FileManager.default.fileExists(atPath: path) {

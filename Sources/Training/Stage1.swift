@@ -138,6 +138,8 @@ public final class Stage1: PairFedStage, TrainingStage {
     let useGT: Bool
     /// Latents are multiplied by this (SD's 0.18215; estimated from the data when configured ≤ 0).
     var latentScale: Double
+    /// The frozen networks' features of every frame (data.cache_latents), else nil.
+    let cache: FrozenFeatureCache?
 
     public init(config: TrainingConfig, logger: Logger) throws {
         let precision = try Precision(solver: config.solver, logger: logger)
@@ -197,10 +199,16 @@ public final class Stage1: PairFedStage, TrainingStage {
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         drive = try Self.driveSampler(config, dataset: ds, section: section)
-        super.init(config: config, precision: precision,
-                   feeds: try stageFeeds(config, dataset: ds, imageSize: section.image_size,
-                                         motionEncoderSize: section.motion_encoder_size,
-                                         motionExtractorSize: section.motion_extractor_size, device: precision.device))
+        let feeds = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
+                                   motionEncoderSize: section.motion_encoder_size,
+                                   motionExtractorSize: section.motion_extractor_size, device: precision.device)
+        cache = config.data.cache_latents
+            ? try FrozenFeatureCache(sampler: feeds.train.sampler,
+                                     encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: processor,
+                                                     motionExtractor: useGT ? nil : extractor, precision: precision),
+                                     device: precision.device, logger: logger)
+            : nil
+        super.init(config: config, precision: precision, feeds: feeds)
     }
 
     /// `validation.num_frames` frames spread over a whole val clip (the sampler's stride shrinks to
@@ -243,14 +251,24 @@ public final class Stage1: PairFedStage, TrainingStage {
                 try FrozenNetworks.encode(model.vae, x, scale: latentScale, sample: sampleLatents, generator: generator,
                                           precision: precision)
             }
+            if let cache {
+                let (ids, refs, tgts) = (b.clipIDs, b.referenceIndices, b.targetIndices)
+                let ref = try cache.latents(ids, refs, scale: latentScale, sample: sampleLatents, generator: generator)
+                let tgt = try cache.latents(ids, tgts, scale: latentScale, sample: sampleLatents, generator: generator)
+                let kp = try useGT ? keypoints(b) : cache.keypoints(ids, tgts)!
+                return Conditions(referenceLatent: ref, targetLatent: try tgt.unsqueeze(2), clip: try cache.clipEmbeds(ids, refs)!,
+                                  canvas: try canvas(kp))
+            }
             let ref = try latent(b.reference)
             let tgt = try latent(b.target).unsqueeze(2)
             let clip = try FrozenNetworks.clipEmbeds(model.imageEncoder, clipProcessor, b.reference, precision: precision)
-            let kp = try keypoints(b)
-            let s = section.image_size
-            let canvas = try Keypoints.draw(kp, height: s, width: s, radius: section.renderRadius)
-            return Conditions(referenceLatent: ref, targetLatent: tgt, clip: clip, canvas: canvas)
+            return Conditions(referenceLatent: ref, targetLatent: tgt, clip: clip, canvas: try canvas(keypoints(b)))
         }
+    }
+
+    /// Keypoints drawn as discs on an image_size canvas.
+    func canvas(_ kp: Tensor) throws -> Tensor {
+        try Keypoints.draw(kp, height: section.image_size, width: section.image_size, radius: section.renderRadius)
     }
 
     /// Driving keypoints: the motion extractor's, or the dataset's ground truth.

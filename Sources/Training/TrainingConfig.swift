@@ -80,13 +80,17 @@ public struct DataSection: Codable, Sendable, Equatable {
     /// Colour jitter of the motion encoder's face crop: [brightness, contrast, saturation]
     /// strengths as torchvision's ColorJitter (the crop must carry motion, not appearance).
     public var color_jitter: [Double] = [0.2, 0.2, 0.2]
+    /// Stage 1 and the unet stage: encode every frame once with the frozen VAE (and CLIP image
+    /// encoder and motion extractor) before training instead of at every step (diffusers'
+    /// `cache_latents`). The features are held in memory.
+    public var cache_latents: Bool = false
 
     static let keys = ["dataset", "train_bs", "val_bs", "prefetch", "sample_margin", "n_sample_frames", "sample_rate",
-                       "use_gt_keypoints", "color_jitter"]
+                       "use_gt_keypoints", "color_jitter", "cache_latents"]
     public init() {}
     enum K: String, CodingKey {
         case dataset, train_bs, val_bs, prefetch, sample_margin, n_sample_frames, sample_rate, use_gt_keypoints,
-             color_jitter
+             color_jitter, cache_latents
     }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Self.keys)
@@ -101,6 +105,7 @@ public struct DataSection: Codable, Sendable, Equatable {
         sample_rate = try c.value(.sample_rate, default: d.sample_rate)
         use_gt_keypoints = try c.value(.use_gt_keypoints, default: d.use_gt_keypoints)
         color_jitter = try c.value(.color_jitter, default: d.color_jitter)
+        cache_latents = try c.value(.cache_latents, default: d.cache_latents)
     }
 }
 

@@ -51,6 +51,8 @@ public final class UNetStage: PairFedStage, TrainingStage {
     let clipProcessor: CLIPImageProcessor
     let scheduler: DDIMScheduler
     let latentScale: Double
+    /// VAE moments and CLIP embeddings of every frame (data.cache_latents), else nil.
+    let cache: FrozenFeatureCache?
 
     public init(config: TrainingConfig, logger: Logger) throws {
         let precision = try Precision(solver: config.solver, logger: logger)
@@ -68,18 +70,29 @@ public final class UNetStage: PairFedStage, TrainingStage {
         let ds = try DatasetReader(path: config.data.dataset, logger: logger)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
-        super.init(config: config, precision: precision,
-                   feeds: try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device))
+        let feeds = try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device)
+        cache = config.data.cache_latents
+            ? try FrozenFeatureCache(sampler: feeds.train.sampler,
+                                     encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: clipProcessor,
+                                                     motionExtractor: nil, precision: precision),
+                                     device: precision.device, logger: logger)
+            : nil
+        super.init(config: config, precision: precision, feeds: feeds)
     }
 
     public var savedModules: [(String, Module)] { [("unet", unet)] }
     public var trainableParameters: [(String, Tensor)] { unet.namedParameters().map { ("unet.\($0.0)", $0.1) } }
 
-    /// Latents and CLIP embeddings of images in [-1, 1] (frozen networks, no gradients).
-    func conditions(_ images: Tensor, sample: Bool, generator: Generator?) throws -> (latents: Tensor, clip: Tensor) {
+    /// Latents and CLIP embeddings of a batch's target frames (frozen networks, no gradients).
+    func conditions(_ b: PairTensors, sample: Bool, generator: Generator?) throws -> (latents: Tensor, clip: Tensor) {
         try Torch.noGrad {
-            (try FrozenNetworks.encode(vae, images, scale: latentScale, sample: sample, generator: generator, precision: precision),
-             try FrozenNetworks.clipEmbeds(imageEncoder, clipProcessor, images, precision: precision))
+            if let cache {
+                return (try cache.latents(b.clipIDs, b.targetIndices, scale: latentScale, sample: sample, generator: generator),
+                        try cache.clipEmbeds(b.clipIDs, b.targetIndices)!)
+            }
+            return (try FrozenNetworks.encode(vae, b.target, scale: latentScale, sample: sample, generator: generator,
+                                              precision: precision),
+                    try FrozenNetworks.clipEmbeds(imageEncoder, clipProcessor, b.target, precision: precision))
         }
     }
 
@@ -93,8 +106,7 @@ public final class UNetStage: PairFedStage, TrainingStage {
     }
 
     public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
-        let images = try feed.batch(sample / batchSize).target
-        let (latents, clip) = try conditions(images, sample: true, generator: generator)
+        let (latents, clip) = try conditions(feed.batch(sample / batchSize), sample: true, generator: generator)
         let s = latents.shape, dev = precision.device
         // Draws from the run's CPU generator in a fixed order: noise, offset, t, condition dropout.
         var noise = try Tensor.randn(s, generator: generator, device: dev)
@@ -110,9 +122,10 @@ public final class UNetStage: PairFedStage, TrainingStage {
     /// CLIP embedding (grid.png: image | VAE reconstruction | sample), guided by
     /// validation.guidance_scale against the zeroed embedding.
     public func validate(step: Int, directory: URL, logger: Logger) throws -> [String: Double] {
-        let images = try valFeed.batch(0).target
+        let b = try valFeed.batch(0)
+        let images = b.target
         let g = try Generator(seed: config.validation.seed)
-        let (latents, clip) = try conditions(images, sample: false, generator: nil)
+        let (latents, clip) = try conditions(b, sample: false, generator: nil)
         let s = latents.shape, dev = precision.device
         let noise = try Tensor.randn(s, generator: g, device: dev)
         let t = try Tensor.randint(0, scheduler.config.num_train_timesteps, [s[0]], generator: g, device: dev)

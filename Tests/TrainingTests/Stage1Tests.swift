@@ -17,7 +17,7 @@ import Torch
     /// it (validation then measures the generated head pose with it).
     func setUp(steps: Int, checkpointEvery: Int, validateEvery: Int = 0,
                motionExtractor: Bool = false, baseModel: String = "",
-               guidance: Double = 1, stage1Extra: String = "") throws -> (dir: URL, config: URL) {
+               guidance: Double = 1, cacheLatents: Bool = false, stage1Extra: String = "") throws -> (dir: URL, config: URL) {
         let dir = try scratchWithDataset(clips: 8, frames: 16)
         try tinyVAEConfig(steps: 1, checkpointEvery: 1).write(to: dir.appendingPathComponent("vae.yaml"),
                                                               atomically: true, encoding: .utf8)
@@ -50,6 +50,7 @@ import Torch
               train_bs: 4
               sample_margin: 2
               use_gt_keypoints: \(!motionExtractor)
+              cache_latents: \(cacheLatents)
             solver:
               learning_rate: 3.0e-4
               lr_scheduler: constant
@@ -224,9 +225,59 @@ import Torch
         } throws: { "\($0)".contains("unet.safetensors") && "\($0)".contains(dir.path) }
     }
 
-    @Test func stage1ResumeIsExact() throws {
-        let (a, configA) = try setUp(steps: 8, checkpointEvery: 4)
-        let (b, configB) = try setUp(steps: 8, checkpointEvery: 4)
+    /// data.cache_latents: the stage-1 and unet-stage losses from cached VAE moments, CLIP
+    /// embeddings and motion-extractor keypoints equal those from encoding every batch (up to the
+    /// batch composition of the frozen convolutions), with the same draws.
+    @Test func cachedFrozenFeaturesGiveTheSameLosses() throws {
+        let (dir, config) = try setUp(steps: 1, checkpointEvery: 0, motionExtractor: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let unet = """
+            stage: unet
+            run_name: base
+            seed: 3
+            model: \(TrainingTestPaths.packageRoot.appendingPathComponent("Configs/tiny/model.yaml").path)
+            data: {dataset: \(dir.path)/Datasets/synth.h5, train_bs: 4, sample_margin: 2}
+            solver: {learning_rate: 1.0e-3, max_train_steps: 1}
+            unet: {vae_checkpoint: \(dir.path)/Checkpoints/vae/checkpoint-1, latent_scale: 0, noise_offset: 0.05}
+            """
+        let unetURL = dir.appendingPathComponent("unet.yaml")
+        try unet.write(to: unetURL, atomically: true, encoding: .utf8)
+        for url in [config, unetURL] {
+            var losses: [[String: Double]] = [], features: [[Tensor]] = []
+            for cached in [false, true] {
+                var cfg = try TrainingConfig.load(path: url.path)
+                cfg.data.cache_latents = cached
+                try Torch.manualSeed(cfg.seed)
+                let stage = try StageFactory.make(cfg, logger: logger)
+                // The frozen features themselves (the pose guider's zero-initialised output
+                // hides the keypoints from the first losses).
+                if let s1 = stage as? Stage1 {
+                    let c = try s1.conditions(s1.feed.batch(1), sampleLatents: false, generator: nil)
+                    features.append([c.referenceLatent, c.targetLatent, c.clip, c.canvas])
+                } else if let u = stage as? UNetStage {
+                    let c = try u.conditions(u.feed.batch(1), sample: false, generator: nil)
+                    features.append([c.latents, c.clip])
+                }
+                let g = try Generator(seed: 5)
+                losses.append(try [0, 4].flatMap { sample in
+                    try stage.losses(sample: sample, generator: g).map { ("\($0.key)@\(sample)", try $0.value.item()) }
+                }.reduce(into: [:]) { $0[$1.0] = $1.1 })
+            }
+            #expect(features[0].count == features[1].count && features[0].count >= 2)
+            for (i, (a, b)) in zip(features[0], features[1]).enumerated() {
+                #expect(try a.allClose(b, rtol: 1e-4, atol: 1e-5), "\(url.lastPathComponent): feature \(i) differs when cached")
+            }
+            #expect(losses[0].count >= 2 && Set(losses[0].keys) == Set(losses[1].keys))
+            for (k, v) in losses[0] {
+                let w = losses[1][k] ?? .nan
+                #expect(abs(v - w) <= 1e-4 * abs(v) + 1e-6, "\(url.lastPathComponent) \(k): \(v) encoded vs \(w) cached")
+            }
+        }
+    }
+
+    @Test(arguments: [false, true]) func stage1ResumeIsExact(cacheLatents: Bool) throws {
+        let (a, configA) = try setUp(steps: 8, checkpointEvery: 4, cacheLatents: cacheLatents)
+        let (b, configB) = try setUp(steps: 8, checkpointEvery: 4, cacheLatents: cacheLatents)
         defer { try? FileManager.default.removeItem(at: a); try? FileManager.default.removeItem(at: b) }
         try train(a, configA)
         try train(b, configB, maxSteps: 4)

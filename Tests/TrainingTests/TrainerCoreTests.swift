@@ -238,6 +238,10 @@ func losses(_ dir: URL) -> [Double] {
             $0.contains("guidance_uncond") && $0.contains("reference, pose, motion") && $0.contains("refrence")
         })
         #expect(problems.contains { $0.contains("data.dataset") && $0.contains("/no/such/file.h5") })
+        #expect(!problems.contains { $0.contains("cache_latents") })
+        c.data.cache_latents = true
+        c.stage = "vae"
+        #expect(c.problems().contains { $0.contains("data.cache_latents") && $0.contains("'vae'") })
     }
 
     /// Every training config the project ships decodes strictly (stage sections included) and

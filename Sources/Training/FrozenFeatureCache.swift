@@ -1,0 +1,124 @@
+// FrozenFeatureCache.swift — diffusers' `cache_latents` (train_dreambooth_lora_sdxl.py and others:
+// encode the training images once with the frozen VAE instead of at every step), extended to the
+// other frozen front-ends that see unaugmented frames: the CLIP image encoder and the motion
+// extractor. Every frame of the dataset is encoded once, in a fixed order and in fixed chunks, so a
+// resumed run gathers bit-identical features; steps then gather rows by (clip, frame). The VAE's
+// posterior is cached as its moments, so latents are still sampled with the run's generator.
+import Data
+import Foundation
+import Logging
+import Models
+import Torch
+
+final class FrozenFeatureCache {
+    /// The frozen networks, each taking a float32 CPU batch and returning float32 CPU features.
+    struct Encoders {
+        /// Images in [-1, 1] (n,3,S,S) → VAE moments (n, 2C, h, w).
+        var moments: (Tensor) throws -> Tensor
+        /// Images in [-1, 1] → CLIP image embeddings (n, 1, D); nil = not cached.
+        var clip: ((Tensor) throws -> Tensor)?
+        /// Frames at the motion-extractor size in [0, 1] → keypoints (n, K, 3); nil = not cached.
+        var keypoints: ((Tensor) throws -> Tensor)?
+
+        /// The VAE's moments and CLIP embeddings, and keypoints when a motion extractor is given,
+        /// each computed as the stages compute them (weight dtype in, float32 out).
+        init(vae: AutoencoderKL, imageEncoder: CLIPVisionModelWithProjection, processor: CLIPImageProcessor,
+             motionExtractor: MotionExtractor?, precision: Precision) {
+            let device = precision.device
+            moments = { x in
+                let d = try vae.encode(precision.frozenInput(x.to(device)))
+                return try Tensor.cat([d.mean, d.logvar], dim: 1).to(.float32).to(.cpu)
+            }
+            clip = { x in try FrozenNetworks.clipEmbeds(imageEncoder, processor, x.to(device), precision: precision).to(.cpu) }
+            keypoints = motionExtractor.map { me in
+                { x in try me(precision.frozenInput(x.to(device))).to(.float32).to(.cpu) }
+            }
+        }
+    }
+
+    /// First row of each clip's frames.
+    private let firstRow: [String: Int]
+    private let frameCount: [String: Int]
+    let moments: Tensor
+    let clip: Tensor?
+    let keypoints: Tensor?
+    let device: Device
+
+    /// Encodes every frame of `sampler`'s dataset (as the sampler writes them) on CPU-side tensors
+    /// moved to the encoders' device by the caller's closures; features stay in CPU memory and
+    /// gathered rows move to `device`. Refuses when the features would take more than a quarter of
+    /// the machine's memory.
+    init(sampler: PairSampler, encoders: Encoders, device: Device, chunk: Int = 8, logger: Logger) throws {
+        let clips = sampler.dataset.clips
+        let total = clips.reduce(0) { $0 + $1.frameCount }
+        var rows: [String: Int] = [:], counts: [String: Int] = [:], next = 0
+        for c in clips { rows[c.id] = next; counts[c.id] = c.frameCount; next += c.frameCount }
+        var moments: [Tensor] = [], clip: [Tensor] = [], keypoints: [Tensor] = []
+        let t0 = Date()
+        var done = 0, reported = 0
+        for c in clips {
+            for start in stride(from: 0, to: c.frameCount, by: chunk) {
+                let (images, motionInput) = try sampler.frames(c.id, Array(start..<min(c.frameCount, start + chunk)))
+                let x = try images.tensor()
+                try Torch.noGrad {
+                    moments.append(try encoders.moments(x))
+                    if let f = encoders.clip { clip.append(try f(x)) }
+                    if let f = encoders.keypoints { keypoints.append(try f(motionInput.tensor())) }
+                }
+                if done == 0 {
+                    let perFrame = ([moments[0]] + clip.prefix(1) + keypoints.prefix(1)).reduce(0) {
+                        $0 + $1.shape.dropFirst().reduce(4, *)
+                    }
+                    let bytes = Double(perFrame * total)
+                    if bytes > Double(ProcessInfo.processInfo.physicalMemory) / 4 {
+                        throw TrainingError.invalid(String(format: "data.cache_latents: the frozen features of %d frames would take %.1f GiB, over a quarter of this machine's memory; set data.cache_latents: false",
+                                                           total, bytes / 1_073_741_824))
+                    }
+                    let mib = String(format: "%.1f", bytes / 1_048_576)
+                    logger.info("data.cache_latents: encoding \(total) frames once with the frozen networks (\(mib) MiB)")
+                }
+                done += images.shape[0]
+                if done * 4 / total > reported, done < total {
+                    reported = done * 4 / total
+                    logger.info("data.cache_latents: \(done)/\(total) frames")
+                }
+            }
+        }
+        self.moments = try Tensor.cat(moments, dim: 0)
+        self.clip = clip.isEmpty ? nil : try Tensor.cat(clip, dim: 0)
+        self.keypoints = keypoints.isEmpty ? nil : try Tensor.cat(keypoints, dim: 0)
+        (firstRow, frameCount, self.device) = (rows, counts, device)
+        let seconds = String(format: "%.1f", Date().timeIntervalSince(t0))
+        logger.info("data.cache_latents: \(total) frames encoded in \(seconds) s")
+    }
+
+    /// Row indices of (clip, frame) pairs; an error names a pair the cache does not hold.
+    func rows(_ ids: [String], _ frames: [Int]) throws -> Tensor {
+        precondition(ids.count == frames.count)
+        let r = try zip(ids, frames).map { id, f -> Int64 in
+            guard let first = firstRow[id], let n = frameCount[id], (0..<n).contains(f) else {
+                throw TrainingError.invalid("data.cache_latents: no cached features for clip '\(id)' frame \(f)")
+            }
+            return Int64(first + f)
+        }
+        return try Tensor(r)
+    }
+
+    private func gather(_ t: Tensor, _ ids: [String], _ frames: [Int]) throws -> Tensor {
+        try t.indexSelect(0, rows(ids, frames)).to(device)
+    }
+
+    /// Scaled latents of the frames: the cached posterior's sample (drawn from `generator`) or its mode.
+    func latents(_ ids: [String], _ frames: [Int], scale: Double, sample: Bool, generator: Generator?) throws -> Tensor {
+        let dist = try DiagonalGaussian(moments: gather(moments, ids, frames))
+        return try (sample ? dist.sample(generator: generator) : dist.mode()) * scale
+    }
+
+    func clipEmbeds(_ ids: [String], _ frames: [Int]) throws -> Tensor? {
+        try clip.map { try gather($0, ids, frames) }
+    }
+
+    func keypoints(_ ids: [String], _ frames: [Int]) throws -> Tensor? {
+        try keypoints.map { try gather($0, ids, frames) }
+    }
+}
