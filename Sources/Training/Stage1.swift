@@ -321,7 +321,8 @@ public final class Stage1: PairFedStage, TrainingStage {
         let motion = try model.motionEncoder(b.faceCrop)
         let n = cond.targetLatent.shape[0]
 
-        // Fixed-draw losses: comparable from one validation to the next.
+        // Fixed-draw losses: comparable from one validation to the next, and the DESIGN §1 terms
+        // (unweighted) whatever stage1.snr_gamma training uses, so that runs compare.
         let draws = HybridMotionDraws(
             noise: try Tensor.randn(cond.targetLatent.shape, generator: g, device: precision.device), noiseOffset: nil,
             timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: g,
@@ -330,6 +331,7 @@ public final class Stage1: PairFedStage, TrainingStage {
         var fixed = step
         fixed.noiseOffset = 0
         fixed.bankDropRatio = 0
+        fixed.snrGamma = 0
         let inputs = HybridMotionInputs(referenceLatent: cond.referenceLatent, targetLatent: cond.targetLatent,
                                         clip: cond.clip, poseFeatures: poseFeatures, motion: motion,
                                         faceMask: b.faceMask, localMask: b.localMask)
