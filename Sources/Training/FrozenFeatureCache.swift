@@ -44,10 +44,10 @@ final class FrozenFeatureCache {
     let keypoints: Tensor?
     let device: Device
 
-    /// Encodes every frame of `sampler`'s dataset (as the sampler writes them) on CPU-side tensors
-    /// moved to the encoders' device by the caller's closures; features stay in CPU memory and
-    /// gathered rows move to `device`. Refuses when the features would take more than a quarter of
-    /// the machine's memory.
+    /// Encodes every frame of `sampler`'s dataset (train and val clips, as the sampler writes them)
+    /// in chunks of `chunk`: the `Encoders` move each chunk to the run's device and bring the
+    /// features back to CPU memory; gathered rows go to `device`. Refuses when the features would
+    /// take more than a quarter of the machine's memory.
     init(sampler: PairSampler, encoders: Encoders, device: Device, chunk: Int = 8, logger: Logger) throws {
         let clips = sampler.dataset.clips
         let total = clips.reduce(0) { $0 + $1.frameCount }
