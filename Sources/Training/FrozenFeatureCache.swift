@@ -122,3 +122,19 @@ final class FrozenFeatureCache {
         try keypoints.map { try gather($0, ids, frames) }
     }
 }
+
+/// Builds a `FrozenFeatureCache` on first use, so that re-running a finished run (as `make demo`
+/// does) encodes nothing. Building uses no random draws, so when it happens does not change a run.
+final class LazyFeatureCache {
+    private var built: FrozenFeatureCache?
+    private let build: () throws -> FrozenFeatureCache
+
+    init(_ build: @escaping () throws -> FrozenFeatureCache) { self.build = build }
+
+    func get() throws -> FrozenFeatureCache {
+        if let built { return built }
+        let c = try build()
+        built = c
+        return c
+    }
+}

@@ -139,7 +139,7 @@ public final class Stage1: PairFedStage, TrainingStage {
     /// Latents are multiplied by this (SD's 0.18215; estimated from the data when configured ≤ 0).
     var latentScale: Double
     /// The frozen networks' features of every frame (data.cache_latents), else nil.
-    let cache: FrozenFeatureCache?
+    let cache: LazyFeatureCache?
 
     public init(config: TrainingConfig, logger: Logger) throws {
         let precision = try Precision(solver: config.solver, logger: logger)
@@ -203,10 +203,10 @@ public final class Stage1: PairFedStage, TrainingStage {
                                    motionEncoderSize: section.motion_encoder_size,
                                    motionExtractorSize: section.motion_extractor_size, device: precision.device)
         cache = config.data.cache_latents
-            ? try FrozenFeatureCache(sampler: feeds.train.sampler,
+            ? LazyFeatureCache { try FrozenFeatureCache(sampler: feeds.train.sampler,
                                      encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: processor,
                                                      motionExtractor: useGT ? nil : extractor, precision: precision),
-                                     device: precision.device, logger: logger)
+                                     device: precision.device, logger: logger) }
             : nil
         super.init(config: config, precision: precision, feeds: feeds)
     }
@@ -251,7 +251,7 @@ public final class Stage1: PairFedStage, TrainingStage {
                 try FrozenNetworks.encode(model.vae, x, scale: latentScale, sample: sampleLatents, generator: generator,
                                           precision: precision)
             }
-            if let cache {
+            if let cache = try cache?.get() {
                 let (ids, refs, tgts) = (b.clipIDs, b.referenceIndices, b.targetIndices)
                 let ref = try cache.latents(ids, refs, scale: latentScale, sample: sampleLatents, generator: generator)
                 let tgt = try cache.latents(ids, tgts, scale: latentScale, sample: sampleLatents, generator: generator)

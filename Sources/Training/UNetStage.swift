@@ -52,7 +52,7 @@ public final class UNetStage: PairFedStage, TrainingStage {
     let scheduler: DDIMScheduler
     let latentScale: Double
     /// VAE moments and CLIP embeddings of every frame (data.cache_latents), else nil.
-    let cache: FrozenFeatureCache?
+    let cache: LazyFeatureCache?
 
     public init(config: TrainingConfig, logger: Logger) throws {
         let precision = try Precision(solver: config.solver, logger: logger)
@@ -61,8 +61,9 @@ public final class UNetStage: PairFedStage, TrainingStage {
         unet = try UNet2DConditionModel(ConfigLoader.section(UNet2DConditionModel.Config.self, config.model["reference_unet"],
                                                              name: "model.reference_unet", file: config.sourcePath))
         try precision.placeTrained(unet)
-        (imageEncoder, clipProcessor) = try FrozenNetworks.imageEncoder(config, path: section.image_encoder_path, section: "unet",
-                                                                        precision: precision, logger: logger)
+        let (encoder, processor) = try FrozenNetworks.imageEncoder(config, path: section.image_encoder_path, section: "unet",
+                                                                   precision: precision, logger: logger)
+        (imageEncoder, clipProcessor) = (encoder, processor)
         let vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "unet", precision: precision,
                                          logger: logger)
         self.vae = vae
@@ -72,10 +73,10 @@ public final class UNetStage: PairFedStage, TrainingStage {
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         let feeds = try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device)
         cache = config.data.cache_latents
-            ? try FrozenFeatureCache(sampler: feeds.train.sampler,
-                                     encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: clipProcessor,
+            ? LazyFeatureCache { try FrozenFeatureCache(sampler: feeds.train.sampler,
+                                     encoders: .init(vae: vae, imageEncoder: encoder, processor: processor,
                                                      motionExtractor: nil, precision: precision),
-                                     device: precision.device, logger: logger)
+                                     device: precision.device, logger: logger) }
             : nil
         super.init(config: config, precision: precision, feeds: feeds)
     }
@@ -86,7 +87,7 @@ public final class UNetStage: PairFedStage, TrainingStage {
     /// Latents and CLIP embeddings of a batch's target frames (frozen networks, no gradients).
     func conditions(_ b: PairTensors, sample: Bool, generator: Generator?) throws -> (latents: Tensor, clip: Tensor) {
         try Torch.noGrad {
-            if let cache {
+            if let cache = try cache?.get() {
                 return (try cache.latents(b.clipIDs, b.targetIndices, scale: latentScale, sample: sample, generator: generator),
                         try cache.clipEmbeds(b.clipIDs, b.targetIndices)!)
             }
