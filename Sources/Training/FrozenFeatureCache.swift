@@ -36,25 +36,38 @@ final class FrozenFeatureCache {
         }
     }
 
-    /// First row of each clip's frames.
-    private let firstRow: [String: Int]
-    private let frameCount: [String: Int]
+    /// Each clip's rows, in dataset order.
+    private let rowsOf: [String: Range<Int>]
     let moments: Tensor
     let clip: Tensor?
     let keypoints: Tensor?
     let device: Device
 
+    /// Bytes the features of every frame of `sampler`'s dataset take in memory (one frame is
+    /// encoded to learn the feature shapes).
+    static func footprint(sampler: PairSampler, encoders: Encoders) throws -> Int {
+        guard let first = sampler.dataset.clips.first(where: { $0.frameCount > 0 }) else { return 0 }
+        let (images, motionInput) = try sampler.frames(first.id, [0])
+        let x = try images.tensor()
+        let features = try Torch.noGrad {
+            [try encoders.moments(x)] + (try encoders.clip.map { [try $0(x)] } ?? [])
+                + (try encoders.keypoints.map { [try $0(motionInput.tensor())] } ?? [])
+        }
+        let perFrame = features.reduce(0) { $0 + $1.shape.dropFirst().reduce(4, *) }
+        return perFrame * sampler.dataset.clips.reduce(0) { $0 + $1.frameCount }
+    }
+
     /// Encodes every frame of `sampler`'s dataset (train and val clips, as the sampler writes them)
     /// in chunks of `chunk`: the `Encoders` move each chunk to the run's device and bring the
-    /// features back to CPU memory; gathered rows go to `device`. Refuses when the features would
-    /// take more than a quarter of the machine's memory.
+    /// features back to CPU memory; gathered rows go to `device`.
     init(sampler: PairSampler, encoders: Encoders, device: Device, chunk: Int = 8, logger: Logger) throws {
         let clips = sampler.dataset.clips
         let total = clips.reduce(0) { $0 + $1.frameCount }
-        var rows: [String: Int] = [:], counts: [String: Int] = [:], next = 0
-        for c in clips { rows[c.id] = next; counts[c.id] = c.frameCount; next += c.frameCount }
+        var rows: [String: Range<Int>] = [:], next = 0
+        for c in clips { rows[c.id] = next..<(next + c.frameCount); next += c.frameCount }
         var moments: [Tensor] = [], clip: [Tensor] = [], keypoints: [Tensor] = []
         let t0 = Date()
+        logger.info("data.cache_latents: encoding \(total) frames once with the frozen networks")
         var done = 0, reported = 0
         for c in clips {
             for start in stride(from: 0, to: c.frameCount, by: chunk) {
@@ -64,18 +77,6 @@ final class FrozenFeatureCache {
                     moments.append(try encoders.moments(x))
                     if let f = encoders.clip { clip.append(try f(x)) }
                     if let f = encoders.keypoints { keypoints.append(try f(motionInput.tensor())) }
-                }
-                if done == 0 {
-                    let perFrame = ([moments[0]] + clip.prefix(1) + keypoints.prefix(1)).reduce(0) {
-                        $0 + $1.shape.dropFirst().reduce(4, *)
-                    }
-                    let bytes = Double(perFrame * total)
-                    if bytes > Double(ProcessInfo.processInfo.physicalMemory) / 4 {
-                        throw TrainingError.invalid(String(format: "data.cache_latents: the frozen features of %d frames would take %.1f GiB, over a quarter of this machine's memory; set data.cache_latents: false",
-                                                           total, bytes / 1_073_741_824))
-                    }
-                    let mib = String(format: "%.1f", bytes / 1_048_576)
-                    logger.info("data.cache_latents: encoding \(total) frames once with the frozen networks (\(mib) MiB)")
                 }
                 done += images.shape[0]
                 if done * 4 / total > reported, done < total {
@@ -87,7 +88,7 @@ final class FrozenFeatureCache {
         self.moments = try Tensor.cat(moments, dim: 0)
         self.clip = clip.isEmpty ? nil : try Tensor.cat(clip, dim: 0)
         self.keypoints = keypoints.isEmpty ? nil : try Tensor.cat(keypoints, dim: 0)
-        (firstRow, frameCount, self.device) = (rows, counts, device)
+        (rowsOf, self.device) = (rows, device)
         let seconds = String(format: "%.1f", Date().timeIntervalSince(t0))
         logger.info("data.cache_latents: \(total) frames encoded in \(seconds) s")
     }
@@ -96,10 +97,10 @@ final class FrozenFeatureCache {
     func rows(_ ids: [String], _ frames: [Int]) throws -> Tensor {
         precondition(ids.count == frames.count)
         let r = try zip(ids, frames).map { id, f -> Int64 in
-            guard let first = firstRow[id], let n = frameCount[id], (0..<n).contains(f) else {
+            guard let r = rowsOf[id], (0..<r.count).contains(f) else {
                 throw TrainingError.invalid("data.cache_latents: no cached features for clip '\(id)' frame \(f)")
             }
-            return Int64(first + f)
+            return Int64(r.lowerBound + f)
         }
         return try Tensor(r)
     }
@@ -125,11 +126,23 @@ final class FrozenFeatureCache {
 
 /// Builds a `FrozenFeatureCache` on first use, so that re-running a finished run (as `make demo`
 /// does) encodes nothing. Building uses no random draws, so when it happens does not change a run.
+/// Whether the features fit is checked when this is made, before a run writes anything.
 final class LazyFeatureCache {
     private var built: FrozenFeatureCache?
     private let build: () throws -> FrozenFeatureCache
 
-    init(_ build: @escaping () throws -> FrozenFeatureCache) { self.build = build }
+    /// Refuses when the features would take more than `memoryLimit` bytes (default: a quarter of
+    /// this machine's memory).
+    init(sampler: PairSampler, encoders: FrozenFeatureCache.Encoders, device: Device, logger: Logger,
+         memoryLimit: Double = Double(ProcessInfo.processInfo.physicalMemory) / 4) throws {
+        let bytes = Double(try FrozenFeatureCache.footprint(sampler: sampler, encoders: encoders))
+        guard bytes <= memoryLimit else {
+            let (need, limit) = (String(format: "%.1f", bytes / 1_048_576), String(format: "%.1f", memoryLimit / 1_048_576))
+            throw TrainingError.invalid("data.cache_latents: the frozen features of \(sampler.dataset.path) would take \(need) MiB, over the limit of \(limit) MiB (a quarter of this machine's memory); set data.cache_latents: false")
+        }
+        logger.info("data.cache_latents: \(String(format: "%.1f", bytes / 1_048_576)) MiB of features, encoded on first use")
+        build = { try FrozenFeatureCache(sampler: sampler, encoders: encoders, device: device, logger: logger) }
+    }
 
     func get() throws -> FrozenFeatureCache {
         if let built { return built }

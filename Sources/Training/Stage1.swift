@@ -203,10 +203,10 @@ public final class Stage1: PairFedStage, TrainingStage {
                                    motionEncoderSize: section.motion_encoder_size,
                                    motionExtractorSize: section.motion_extractor_size, device: precision.device)
         cache = config.data.cache_latents
-            ? LazyFeatureCache { try FrozenFeatureCache(sampler: feeds.train.sampler,
-                                     encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: processor,
-                                                     motionExtractor: useGT ? nil : extractor, precision: precision),
-                                     device: precision.device, logger: logger) }
+            ? try LazyFeatureCache(sampler: feeds.train.sampler,
+                                   encoders: .init(vae: vae, imageEncoder: imageEncoder, processor: processor,
+                                                   motionExtractor: useGT ? nil : extractor, precision: precision),
+                                   device: precision.device, logger: logger)
             : nil
         super.init(config: config, precision: precision, feeds: feeds)
     }

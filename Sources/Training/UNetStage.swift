@@ -73,10 +73,10 @@ public final class UNetStage: PairFedStage, TrainingStage {
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         let feeds = try stageFeeds(config, dataset: ds, imageSize: section.image_size, device: precision.device)
         cache = config.data.cache_latents
-            ? LazyFeatureCache { try FrozenFeatureCache(sampler: feeds.train.sampler,
-                                     encoders: .init(vae: vae, imageEncoder: encoder, processor: processor,
-                                                     motionExtractor: nil, precision: precision),
-                                     device: precision.device, logger: logger) }
+            ? try LazyFeatureCache(sampler: feeds.train.sampler,
+                                   encoders: .init(vae: vae, imageEncoder: encoder, processor: processor,
+                                                   motionExtractor: nil, precision: precision),
+                                   device: precision.device, logger: logger)
             : nil
         super.init(config: config, precision: precision, feeds: feeds)
     }

@@ -254,6 +254,7 @@ import Torch
                 if let s1 = stage as? Stage1 {
                     let c = try s1.conditions(s1.feed.batch(1), sampleLatents: false, generator: nil)
                     features.append([c.referenceLatent, c.targetLatent, c.clip, c.canvas])
+                    if cached { try expectCacheLimitsAndErrors(s1, dataset: "\(dir.path)/Datasets/synth.h5") }
                 } else if let u = stage as? UNetStage {
                     let c = try u.conditions(u.feed.batch(1), sample: false, generator: nil)
                     features.append([c.latents, c.clip])
@@ -273,6 +274,25 @@ import Torch
                 #expect(abs(v - w) <= 1e-4 * abs(v) + 1e-6, "\(url.lastPathComponent) \(k): \(v) encoded vs \(w) cached")
             }
         }
+    }
+
+    /// The built cache holds what `footprint` promised; over the memory limit it refuses when the
+    /// stage is made (before a run writes anything), naming the dataset; a frame it does not hold
+    /// is an error naming the clip and frame.
+    func expectCacheLimitsAndErrors(_ s1: Stage1, dataset: String) throws {
+        let cache = try #require(try s1.cache?.get())
+        let encoders = FrozenFeatureCache.Encoders(vae: s1.model.vae, imageEncoder: s1.model.imageEncoder,
+                                                   processor: s1.clipProcessor, motionExtractor: s1.model.motionExtractor,
+                                                   precision: s1.precision)
+        let held = [cache.moments, cache.clip, cache.keypoints].compactMap { $0 }.reduce(0) { $0 + $1.shape.reduce(4, *) }
+        #expect(try FrozenFeatureCache.footprint(sampler: s1.feed.sampler, encoders: encoders) == held)
+        #expect {
+            _ = try LazyFeatureCache(sampler: s1.feed.sampler, encoders: encoders, device: .cpu, logger: logger,
+                                     memoryLimit: Double(held - 1))
+        } throws: { "\($0)".contains("data.cache_latents") && "\($0)".contains(dataset) && "\($0)".contains("over the limit") }
+        #expect { _ = try cache.rows(["no-such-clip"], [0]) } throws: { "\($0)".contains("'no-such-clip' frame 0") }
+        let id = s1.feed.sampler.dataset.clips[0].id, n = s1.feed.sampler.dataset.clips[0].frameCount
+        #expect { _ = try cache.rows([id], [n]) } throws: { "\($0)".contains("'\(id)' frame \(n)") }
     }
 
     @Test(arguments: [false, true]) func stage1ResumeIsExact(cacheLatents: Bool) throws {
