@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "Torch", dependencies: ["CTorch"]),
         .target(name: "NN", dependencies: ["Torch"]),
         .target(name: "Models", dependencies: ["NN", "Torch"]),
-        .target(name: "FixtureKit", dependencies: ["Models", "NN", "Torch", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FixtureKit", dependencies: ["Inference", "Models", "NN", "Torch", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5", providers: [.apt(["libhdf5-dev"])]),
         .target(
             name: "CFFmpeg",
@@ -55,10 +55,21 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "Data", dependencies: ["CHDF5", "Media", "Torch", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        // Layer 8 of DESIGN §2, below Training and the CLI: the model bundle, the front-ends, the
+        // streaming engine and offline animation; config decoding lives here too, so that reading
+        // a model.yaml does not need the training target.
+        .target(
+            name: "Inference",
+            dependencies: [
+                "Torch", "NN", "Models", "Media",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .target(
             name: "Training",
             dependencies: [
-                "Torch", "NN", "Models", "Media", "Data",
+                "Torch", "NN", "Models", "Media", "Data", "Inference",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]
@@ -66,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "personalive",
             dependencies: [
-                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Training",
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -77,6 +88,7 @@ let package = Package(
         .testTarget(name: "FixtureTests", dependencies: ["FixtureKit", "Models", "NN", "Torch"]),
         .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data", "Media"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Training", "Models", "NN", "Torch", "Data", "Media"]),
     ],
     cxxLanguageStandard: .cxx17
 )

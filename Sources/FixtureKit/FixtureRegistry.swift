@@ -28,7 +28,7 @@ public struct FixtureEntry: Sendable {
 
 public enum FixtureRegistry {
     /// All entries. Each family keeps its entries in its own file; a new module adds its entry there.
-    public static let entries: [FixtureEntry] = diffusersEntries + unetEntries + vaeClipSchedulerEntries + personaliveEntries + trainingEntries + unet3dEntries
+    public static let entries: [FixtureEntry] = diffusersEntries + unetEntries + vaeClipSchedulerEntries + personaliveEntries + trainingEntries + unet3dEntries + streamingEntries
 
     public static func entry(for moduleClass: String) -> FixtureEntry? {
         entries.first { $0.classNames.contains(moduleClass) }

@@ -70,7 +70,7 @@ let unet3dEntries: [FixtureEntry] = [
 ]
 
 /// `config.<key>` of a case holding several models' configs, decoded strictly as `T`.
-private func subConfig<T: Decodable>(_ c: FixtureCase, _ key: String) throws -> T {
+func subConfig<T: Decodable>(_ c: FixtureCase, _ key: String) throws -> T {
     guard let value = c.config[key] else { throw FixtureError("\(c.name): config has no '\(key)'") }
     do {
         return try value.decode(T.self)

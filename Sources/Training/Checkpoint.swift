@@ -24,6 +24,9 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// float16 mixed precision: the GradScaler's scale and growth tracker.
     public var grad_scale: Double?
     public var grad_scale_growth_tracker: Int?
+    /// Values that inference needs and the config does not fix, e.g. `latent_scale` when the stage
+    /// estimated it from the data (`TrainingStage.pipelineMetadata`); absent in older checkpoints.
+    public var pipeline: [String: Double]?
 
     public init(stage: String, step: Int, data_cursor: Int, config_digest: String, rng_generator: String,
                 rng_global: String, modules: [String]) {

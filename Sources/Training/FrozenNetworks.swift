@@ -1,9 +1,10 @@
 // FrozenNetworks.swift — what the diffusion stages share (train_stage1.py's set-up lines): the
 // frozen VAE and CLIP image encoder, the latent scaling factor, weights of a base UNet
-// (`base_model_path`, the sd-image-variations UNet both stage-1 UNets start from), and the DDIM
-// sampling loop of validation.
+// (`base_model_path`, the sd-image-variations UNet both stage-1 UNets start from). Sampling is the
+// Inference layer's (Sampling.swift).
 import Data
 import Foundation
+import Inference
 import Logging
 import Models
 import NN
@@ -138,34 +139,4 @@ enum FrozenNetworks {
 
     /// Keys of a full 2D UNet that PersonaLive's reference UNet does not have.
     static let referenceUNetOmits = ["conv_norm_out.*", "conv_out.*"]
-
-    // MARK: sampling
-
-    /// Classifier-free guidance as diffusers pipelines combine it: ε_u + scale·(ε_c − ε_u); the
-    /// unconditional branch only runs when scale > 1.
-    static func guided(scale: Double, cond: () throws -> Tensor, uncond: () throws -> Tensor) throws -> Tensor {
-        let c = try cond()
-        guard scale > 1 else { return c }
-        let u = try uncond()
-        return try u + (c - u) * scale
-    }
-
-    /// DDIM sampling from pure noise of `shape` in `steps` steps; `eps(latents, timesteps)` is the
-    /// model's noise prediction for the whole batch.
-    static func ddimSample(shape: [Int], steps: Int, scheduler config: DDIMScheduler.Config, generator g: Generator,
-                           device: Device, logger: Logger, eps: (Tensor, Tensor) throws -> Tensor) throws -> Tensor {
-        let sampler = try DDIMScheduler(config)
-        try sampler.setTimesteps(steps)
-        var latents = try Tensor.randn(shape, generator: g, device: device)
-        for t in sampler.timesteps {
-            let e = try eps(latents, Tensor.full([shape[0]], Double(t), dtype: .int64, device: device))
-            let out = try sampler.step(modelOutput: e, timestep: Tensor([Int64(t)]), sample: latents)
-            latents = out.prevSample
-            if logger.logLevel <= .debug {
-                let (x0s, es, ss) = (try out.predOriginalSample.std().item(), try e.std().item(), try latents.std().item())
-                logger.debug("sampling t=\(t): x0 std \(x0s), eps std \(es), sample std \(ss)")
-            }
-        }
-        return latents
-    }
 }

@@ -2,6 +2,7 @@
 // (constant, constant_with_warmup, linear, cosine), as a pure function of the step so that a
 // resumed run continues exactly.
 import Foundation
+import Inference
 
 public struct LRSchedule: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable { case constant, constant_with_warmup, linear, cosine }

@@ -4,6 +4,7 @@
 // scale and the canonical keypoints.
 import Data
 import Foundation
+import Inference
 import Logging
 import Models
 import NN

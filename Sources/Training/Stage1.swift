@@ -4,6 +4,7 @@
 // HybridMotionStep's (latent x̂0 MSE + masked MSE) with the reference's dropouts.
 import Data
 import Foundation
+import Inference
 import Logging
 import Media
 import Models
@@ -232,6 +233,9 @@ public final class Stage1: PairFedStage, TrainingStage {
         [("denoising_unet", model.denoiser), ("reference_unet", model.reference), ("pose_guider", model.poseGuider),
          ("motion_encoder", model.motionEncoder)]
     }
+
+    /// The latent scale the checkpoints were trained with (estimated from the data when configured ≤ 0).
+    public var pipelineMetadata: [String: Double] { ["latent_scale": latentScale] }
 
     public var trainableParameters: [(String, Tensor)] {
         savedModules.flatMap { name, m in m.namedParameters().filter { $0.1.requiresGrad }.map { ("\(name).\($0.0)", $0.1) } }
@@ -464,13 +468,13 @@ public final class Stage1: PairFedStage, TrainingStage {
         try control.update(dropRatio: 0, generator: nil)
         let drop = Set(section.guidance_uncond)
         let noMotion = drop.contains("motion") ? try Tensor.zeros(motion.shape, device: motion.device) : motion
-        let latents = try FrozenNetworks.ddimSample(shape: shape, steps: config.validation.num_inference_steps,
+        let latents = try Sampling.ddim(shape: shape, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: precision.device,
                                                     logger: logger) { x, t in
             func uncond() throws -> Tensor {
                 try model.denoiser(x, timesteps: t, clip: clip, motion: noMotion, poseCond: drop.contains("pose") ? nil : pose)
             }
-            return try FrozenNetworks.guided(scale: config.validation.guidance_scale) {
+            return try Sampling.guided(scale: config.validation.guidance_scale) {
                 try model.denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
             } uncond: {
                 drop.contains("reference") ? try control.withoutReference(uncond) : try uncond()

@@ -1,5 +1,6 @@
 // StageFactory.swift — builds the stage a config names, and runs the checks `train` runs first.
 import Foundation
+import Inference
 import Logging
 import NN
 import Torch

@@ -38,11 +38,15 @@ public protocol TrainingStage: AnyObject {
     /// The device and precision the stage placed its modules in (losses and validation run under
     /// its autocast).
     var precision: Precision { get }
+    /// Values written into every checkpoint's trainer_state.json (`pipeline`) for inference, e.g.
+    /// an estimated latent scale.
+    var pipelineMetadata: [String: Double] { get }
 }
 
 extension TrainingStage {
     public var dataWaitSeconds: Double { 0 }
     public var precision: Precision { Precision() }
+    public var pipelineMetadata: [String: Double] { [:] }
 }
 
 /// What the trainer reports while it runs (the CLI renders it as a progress bar or lines).
@@ -151,6 +155,8 @@ public final class Trainer {
                                  rng_generator: try Data(generator.state().contiguousBytes()).base64EncodedString(),
                                  rng_global: try Data(Generator.defaultState().contiguousBytes()).base64EncodedString(),
                                  modules: stage.savedModules.map(\.0))
+        let pipeline = stage.pipelineMetadata
+        if !pipeline.isEmpty { state.pipeline = pipeline }
         if let scaler {
             state.grad_scale = scaler.scale
             state.grad_scale_growth_tracker = scaler.growthTracker

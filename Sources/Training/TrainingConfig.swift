@@ -2,6 +2,7 @@
 // (Moore-AnimateAnyone / PersonaLive `configs/train/stage*.yaml`, diffusers argument names):
 // `model`, `data`, `solver`, `validation`, `checkpointing` and a stage-specific section.
 import Foundation
+import Inference
 import NN
 
 public struct SolverSection: Codable, Sendable, Equatable {

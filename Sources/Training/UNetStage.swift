@@ -6,6 +6,7 @@
 // then names this stage's checkpoint (or a real diffusers folder).
 import Data
 import Foundation
+import Inference
 import Logging
 import Media
 import Models
@@ -133,10 +134,10 @@ public final class UNetStage: PairFedStage, TrainingStage {
         let l = try loss(latents: latents, clip: clip, noise: noise, timesteps: t, keep: Tensor.ones([s[0]], device: dev))
         // Classifier-free guidance against the zeroed embedding (the uncond_ratio dropout).
         let noClip = try Tensor.zeros(clip.shape, dtype: clip.dtype, device: clip.device)
-        let sampled = try FrozenNetworks.ddimSample(shape: s, steps: config.validation.num_inference_steps,
+        let sampled = try Sampling.ddim(shape: s, steps: config.validation.num_inference_steps,
                                                     scheduler: section.scheduler, generator: g, device: dev,
                                                     logger: logger) { x, t in
-            try FrozenNetworks.guided(scale: config.validation.guidance_scale) {
+            try Sampling.guided(scale: config.validation.guidance_scale) {
                 try unet(x, timestep: t, encoderHiddenStates: clip)
             } uncond: {
                 try unet(x, timestep: t, encoderHiddenStates: noClip)

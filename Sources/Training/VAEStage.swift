@@ -2,6 +2,7 @@
 // (reconstruction MSE + KL), since the pretrained sd-vae-ft-mse cannot be downloaded here.
 import Data
 import Foundation
+import Inference
 import Logging
 import Media
 import Models

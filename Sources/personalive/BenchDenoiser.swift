@@ -5,6 +5,7 @@
 // same run, is the reference UNet's pass at t = 0 that fills the bank. Prints, never asserts.
 import ArgumentParser
 import Foundation
+import Inference
 import Models
 import NN
 import Torch

@@ -4,6 +4,7 @@
 // the work (checking keys and shapes against the module first); this only parses and reports.
 import ArgumentParser
 import Foundation
+import Inference
 import Models
 import NN
 import Torch

@@ -3,6 +3,7 @@
 // (Models.CheckpointImporter does the work; this only parses and reports).
 import ArgumentParser
 import Foundation
+import Inference
 import Models
 import NN
 import Torch

@@ -1,6 +1,7 @@
 // Stage1Tests.swift — the stage-1 trainer on the tiny model and a small synthetic dataset: the loss
 // falls, and a resumed run reproduces an uninterrupted one exactly.
 import Foundation
+import Inference
 import Logging
 import Media
 import Models
@@ -126,10 +127,10 @@ import Torch
     @Test func guidanceCombinesBranches() throws {
         let c = try Tensor([Float(1), 2]), u = try Tensor([Float(0.5), 4])
         var uncondRuns = 0
-        let plain = try FrozenNetworks.guided(scale: 1) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
+        let plain = try Sampling.guided(scale: 1) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
         #expect(uncondRuns == 0)
         #expect(plain == [1, 2])
-        let g = try FrozenNetworks.guided(scale: 3) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
+        let g = try Sampling.guided(scale: 3) { c } uncond: { uncondRuns += 1; return u }.toArray(Float.self)
         #expect(uncondRuns == 1)
         #expect(g == [2, -2])
     }

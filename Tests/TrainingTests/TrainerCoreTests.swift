@@ -2,6 +2,7 @@
 // resume reproduces an uninterrupted run exactly, NaN stops with the step named, configs fail
 // with the key named, checkpoints load in PyTorch.
 import Foundation
+import Inference
 import Logging
 import NN
 import Testing

@@ -49,7 +49,7 @@ public enum ConfigLoader {
         return tail.isEmpty ? prefix : "\(prefix).\(tail)"
     }
 
-    static func describe(_ error: Error, file: String, prefix: String) -> ConfigError {
+    public static func describe(_ error: Error, file: String, prefix: String) -> ConfigError {
         if let e = error as? ConfigError { return e }
         if let u = error as? UnknownConfigKeyError {
             let path = prefix.isEmpty ? u.path : (u.path.isEmpty ? prefix : "\(prefix).\(u.path)")

@@ -1,8 +1,8 @@
 // YAMLText.swift — writing configs back as YAML (the resolved config saved with every run).
 import Yams
 
-enum YAMLText {
-    static func encode<T: Encodable>(_ value: T) throws -> String {
+public enum YAMLText {
+    public static func encode<T: Encodable>(_ value: T) throws -> String {
         try YAMLEncoder().encode(value)
     }
 }
