@@ -229,9 +229,12 @@ public final class Stage1: PairFedStage, TrainingStage {
                 Dictionary(clips.map { ($0.id, $0.fps) }, uniquingKeysWith: { a, _ in a }))
     }
 
+    /// The trained modules, and the frozen random CLIP image encoder when no weights were given
+    /// (its random weights are part of the model: inference needs exactly them).
     public var savedModules: [(String, Module)] {
         [("denoising_unet", model.denoiser), ("reference_unet", model.reference), ("pose_guider", model.poseGuider),
          ("motion_encoder", model.motionEncoder)]
+            + (section.image_encoder_path.isEmpty ? [("image_encoder", model.imageEncoder)] : [])
     }
 
     /// The latent scale the checkpoints were trained with (estimated from the data when configured ≤ 0).

@@ -10,7 +10,8 @@ struct PersonaLive: ParsableCommand {
         commandName: "personalive",
         abstract: "Train, distill and run PersonaLive portrait animation on LibTorch.",
         version: versionString(),
-        subcommands: [FixturesCommand.self, CheckpointCommand.self, DatasetCommand.self, ConfigCommand.self, TrainCommand.self, ReportCommand.self, BenchCommand.self]
+        subcommands: [FixturesCommand.self, CheckpointCommand.self, DatasetCommand.self, ConfigCommand.self, TrainCommand.self,
+                      ReportCommand.self, AnimateCommand.self, PoseCommand.self, BenchCommand.self]
     )
 
     static func versionString() -> String {
