@@ -58,15 +58,23 @@ test: deps
 	swift test $(SWIFT_FLAGS) --skip-build
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
-# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1, then a report of
-# every run.
-# Re-running resumes each run from its latest checkpoint (finished runs are skipped).
+# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → animation of a
+# synthetic val clip and of the PersonaLive demo video, then a report of every run and each step's
+# wall time. Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
+DEMO_MODEL := Checkpoints/tiny-stage1
+DEMO_OUT := Experiments/animate
+DEMO_MEDIA := $(abspath ../shared/media)
+DEMO_TIMES := Experiments/demo_times.txt
 # 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
 # faces), 4-second clips at 10 fps, head turns up to ±45° (so that reference and target frames
 # differ clearly in head pose, even on 64² frames) and face-filling framing (zoom 1.5: the face
 # takes most of the 64² frame, as in face-cropped portrait data, rather than a third of it).
 DEMO_SYNTH := --clips 256 --frames 40 --fps 10 --pose-scale 1.5 --zoom 1.5
+# Runs one demo step and records its wall time.
+define demo_step
+	@echo "== $(1)"; start=$$(date +%s); $(2); echo "$(1): $$(( $$(date +%s) - start )) s" >> $(DEMO_TIMES)
+endef
 # LibTorch runs 2 threads (solver.threads); a second OpenBLAS pool would oversubscribe 2 cores.
 # glibc malloc keeps freed activations instead of unmapping and re-faulting them every step
 # (system time of the demo 2:31 → 0:31; up to ≈7 % faster steps; numbers unchanged).
@@ -75,6 +83,7 @@ demo: export MALLOC_MMAP_THRESHOLD_ = 33554432
 demo: export MALLOC_TRIM_THRESHOLD_ = 8589934592
 demo: build
 	@$(BIN) --version
+	@mkdir -p Experiments $(DEMO_OUT) && rm -f $(DEMO_TIMES)
 	@if [ ! -f Datasets/synth.h5 ]; then \
 	  $(BIN) dataset synth --out Datasets/synth.h5 $(DEMO_SYNTH) && echo "$(DEMO_SYNTH)" > Datasets/synth.options; \
 	elif [ "$$(cat Datasets/synth.options 2>/dev/null)" != "$(DEMO_SYNTH)" ]; then \
@@ -82,14 +91,23 @@ demo: build
 	  echo "         To start over: rm -rf Datasets/synth* Checkpoints/tiny-* Experiments/tiny-*"; \
 	fi
 	$(BIN) dataset inspect Datasets/synth.h5
-	$(BIN) train Configs/tiny/vae.yaml --resume latest
-	$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest
-	$(BIN) train Configs/tiny/unet.yaml --resume latest
-	$(BIN) train Configs/tiny/stage1.yaml --resume latest
+	$(call demo_step,vae,$(BIN) train Configs/tiny/vae.yaml --resume latest)
+	$(call demo_step,motion extractor,$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest)
+	$(call demo_step,base unet,$(BIN) train Configs/tiny/unet.yaml --resume latest)
+	$(call demo_step,stage 1,$(BIN) train Configs/tiny/stage1.yaml --resume latest)
+	$(call demo_step,animate val clip,$(BIN) dataset export Datasets/synth.h5 --split val --index 0 \
+	  --out $(DEMO_OUT)/val_clip.mp4 --reference $(DEMO_OUT)/val_reference.png && \
+	  $(BIN) animate --model $(DEMO_MODEL) --reference $(DEMO_OUT)/val_reference.png --driving $(DEMO_OUT)/val_clip.mp4 \
+	  --grid --out $(DEMO_OUT)/val_clip_animated.mp4)
+	$(call demo_step,animate personalive-demo,$(BIN) animate --model $(DEMO_MODEL) \
+	  --reference $(DEMO_MEDIA)/personalive-demo/ref_image.png --driving $(DEMO_MEDIA)/personalive-demo/driving_video.mp4 \
+	  --max-frames 100 --grid --out $(DEMO_OUT)/personalive_demo.mp4)
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"
 	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1"
+	@echo "animations: $(DEMO_OUT)/val_clip_animated.mp4, $(DEMO_OUT)/personalive_demo.mp4 (reference | driving | keypoints | generated)"
+	@echo; echo "== wall time per step =="; cat $(DEMO_TIMES)
 
 bench: build
 	$(BIN) bench ops

@@ -87,6 +87,28 @@ final class PoseDrivingSource: DrivingSource {
     }
 }
 
+/// Frames already in memory, (n, 3, S, S) in [-1, 1] (validation and evaluation clips).
+final class TensorDrivingSource: DrivingSource {
+    let frames: Tensor
+    let frontEnds: FrontEnds
+    let fps: Double
+    let available: Int
+    let ended = true
+
+    init(frames: Tensor, fps: Double, frontEnds: FrontEnds) {
+        self.frames = frames
+        self.fps = fps
+        self.frontEnds = frontEnds
+        available = frames.shape[0]
+    }
+
+    func prepare(upTo index: Int) throws {}
+
+    func chunk(_ indices: [Int]) throws -> DrivingChunk {
+        try frontEnds.drivingChunk(frames.indexSelect(0, Tensor(indices.map(Int64.init)).to(frames.device)))
+    }
+}
+
 public struct AnimationOptions: Sendable {
     public var maxFrames: Int?
     public var keepWarmup = false
@@ -150,6 +172,39 @@ public final class Animator {
         return (base..<(base + m)).map { $0 < source.available ? $0 : Self.reflect($0, count: source.available) }
     }
 
+    /// Feeds the source through the pipeline chunk by chunk (the tail padded ping-pong) and hands
+    /// every emitted frame to `body`: the warm-up frames when `keepWarmup`, then each driving
+    /// frame once, in order. `body` sees at most a chunk at a time.
+    func stream(source: DrivingSource, keepWarmup: Bool, body: (StreamFrame) throws -> Void) throws {
+        try source.prepare(upTo: 0)
+        guard source.available > 0 else { throw InferenceError("the driving input has no decodable frame") }
+        let m = pipeline.chunkFrames
+        var written = 0, chunk = 0
+        while !(source.ended && written >= source.available) {
+            let indices = try chunkIndices(base: chunk * m, count: m, source: source)
+            for frame in try pipeline.process(source.chunk(indices)) {
+                if frame.isWarmup {
+                    if keepWarmup { try body(frame) }
+                } else if let i = frame.drivingIndex, !(source.ended && i >= source.available) {
+                    try body(frame)
+                    written += 1
+                }
+            }
+            chunk += 1
+        }
+    }
+
+    /// A short clip in memory: frames (n, 3, S, S) in [-1, 1] driving a reference (1, 3, S, S) in
+    /// [-1, 1]; returns the n generated frames (what `animate` would write), for validation and evaluation.
+    public func animate(reference: Tensor, frames: Tensor) throws -> [StreamFrame] {
+        try pipeline.setReference(pipeline.frontEnds.encodeReference(reference))
+        var out: [StreamFrame] = []
+        try stream(source: TensorDrivingSource(frames: frames, fps: 25, frontEnds: pipeline.frontEnds), keepWarmup: false) {
+            out.append($0)
+        }
+        return out
+    }
+
     func run(reference: RGBImage, source: DrivingSource, output: String, options: AnimationOptions, audioFrom: String?,
              expected: Int?, progress: (Int, Int?) -> Void) throws -> AnimationSummary {
         let start = Date()
@@ -166,28 +221,20 @@ public final class Animator {
         writerOptions.audioFrom = options.keepWarmup ? nil : audioFrom
         let writer = try VideoWriter(path: output, width: options.grid ? 4 * s : s, height: s, options: writerOptions,
                                      logger: logger)
-        let m = pipeline.chunkFrames
-        var written = 0, warmup = 0, chunk = 0
-        while !(source.ended && written >= source.available) {
-            let indices = try chunkIndices(base: chunk * m, count: m, source: source)
-            for frame in try pipeline.process(source.chunk(indices)) {
-                if frame.isWarmup {
-                    guard options.keepWarmup else { continue }
-                    warmup += 1
-                } else if let i = frame.drivingIndex, i >= source.available && source.ended {
-                    continue  // tail padding
-                }
-                var image = frame.image
-                if options.grid {
-                    let driving = try frame.driving.map { try ($0.to(.float32) + 1) / 2 } ?? Tensor.zeros(image.shape)
-                    image = try Tensor.cat([refImage, driving, frame.canvas.to(.float32), image], dim: 2)
-                }
-                try writer.write(RGBImage(chw: image.to(.cpu), range: .unit))
-                if !frame.isWarmup { written += 1 }
+        var written = 0, warmup = 0
+        try stream(source: source, keepWarmup: options.keepWarmup) { frame in
+            var image = frame.image
+            if options.grid {
+                let driving = try frame.driving.map { try ($0.to(.float32) + 1) / 2 } ?? Tensor.zeros(image.shape)
+                image = try Tensor.cat([refImage, driving, frame.canvas.to(.float32), image], dim: 2)
             }
-            chunk += 1
-            progress(written, source.ended ? source.available : expected)
+            try writer.write(RGBImage(chw: image.to(.cpu), range: .unit))
+            if frame.isWarmup { warmup += 1 } else { written += 1 }
+            if !frame.isWarmup && written % pipeline.chunkFrames == 0 {
+                progress(written, source.ended ? source.available : expected)
+            }
         }
+        progress(written, written)
         try writer.finish()
         return AnimationSummary(frames: written, warmupFrames: warmup, fps: source.fps, seconds: Date().timeIntervalSince(start),
                                 hasAudio: writer.hasAudio, keyframes: pipeline.engine.keyframeCalls.count)

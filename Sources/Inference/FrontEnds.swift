@@ -58,16 +58,21 @@ public struct FrontEnds {
         }, dim: 0).to(model.device, model.dtype)
     }
 
-    /// fuse_reference: CLIP embedding, VAE latent (mean × scale), keypoint detection and the
-    /// reference face's motion tokens. The image is resized to S × S without keeping its aspect
-    /// (as VaeImageProcessor.preprocess does).
+    /// fuse_reference with a portrait: resized to S × S without keeping its aspect (as
+    /// VaeImageProcessor.preprocess does); CLIP sees the whole image (its processor resizes and crops).
     public func encodeReference(_ image: RGBImage) throws -> ReferenceFeatures {
+        let x = try image.resized(width: size, height: size, filter: .bicubic).tensorCHW(.signed).unsqueeze(0)
+        return try encodeReference(x, clipInput: image.tensorCHW(.unit).unsqueeze(0))
+    }
+
+    /// fuse_reference: CLIP embedding of `clipInput` (1, 3, H, W) in [0, 1] (default: the image
+    /// itself), VAE latent (mean × scale), keypoint detection and the reference face's motion tokens
+    /// of `image` (1, 3, S, S) in [-1, 1].
+    public func encodeReference(_ image: Tensor, clipInput: Tensor? = nil) throws -> ReferenceFeatures {
         try Torch.noGrad {
-            let x = try image.resized(width: size, height: size, filter: .bicubic).tensorCHW(.signed).unsqueeze(0)
-                .to(model.device, model.dtype)
-            // CLIPImageProcessor on the reference image in [0, 1] (shortest edge, centre crop, normalise).
-            let clipInput = try image.tensorCHW(.unit).unsqueeze(0).to(model.device, model.dtype)
-            let clip = try model.imageEncoder(model.clipProcessor(clipInput)).imageEmbeds.unsqueeze(1)
+            let x = try image.to(model.device, model.dtype)
+            let pixels = try (clipInput ?? (image + 1) / 2).to(model.device, model.dtype)
+            let clip = try model.imageEncoder(model.clipProcessor(pixels)).imageEmbeds.unsqueeze(1)
             let latent = try model.vae.encode(x).mode() * model.settings.latent_scale
             let detection = try detect(x)
             let face = try faceCrops(x, keypoints: model.motionExtractor.transformedKeypoints(detection))
@@ -130,6 +135,15 @@ public struct FrontEnds {
     /// PoseGuider features of rendered canvases (n, 3, S, S) → (1, C0, n, h, w).
     public func poseFeatures(_ canvases: Tensor) throws -> Tensor {
         try model.poseGuider(canvases.permute([1, 0, 2, 3]).unsqueeze(0))
+    }
+
+    /// Pitch, yaw and roll in degrees (N, 3) that the motion extractor reads from images (N, 3, S, S)
+    /// in [-1, 1] (resized to its input size): how far a generated head is from its driving pose.
+    public func headAngles(_ images: Tensor) throws -> Tensor {
+        try Torch.noGrad {
+            let d = try inDegrees(detect(images.to(model.device, model.dtype)))
+            return try Tensor.stack([d.pitch, d.yaw, d.roll].map { try $0.to(.float32).reshape([-1]) }, dim: 1)
+        }
     }
 
     /// Scaled latents (n, c, h, w) → images (n, 3, S, S) in [0, 1] (vae.decode(z / scale) / 2 + 0.5, clamped).

@@ -81,9 +81,13 @@ public final class PersonaLiveModel {
 
     public var hasTemporalModules: Bool { denoiser.config.use_temporal_module }
 
-    init(denoiser: UNet3DConditionModel, reference: UNet2DConditionModel, poseGuider: PoseGuider, motionEncoder: MotionEncoder,
-         motionExtractor: MotionExtractor, vae: AutoencoderKL, imageEncoder: CLIPVisionModelWithProjection,
-         settings: PipelineSettings, device: Device, dtype: DType, sources: [String]) throws {
+    /// The networks as given. With `prepare` (loading for inference) every module is frozen, set to
+    /// eval mode and moved to `device` / `dtype`; without it (a training stage validating through
+    /// the inference layer) the modules are shared untouched.
+    public init(denoiser: UNet3DConditionModel, reference: UNet2DConditionModel, poseGuider: PoseGuider,
+                motionEncoder: MotionEncoder, motionExtractor: MotionExtractor, vae: AutoencoderKL,
+                imageEncoder: CLIPVisionModelWithProjection, settings: PipelineSettings, device: Device, dtype: DType,
+                sources: [String], prepare: Bool = true, zeroFirst: Bool = false) throws {
         (self.denoiser, self.reference, self.poseGuider, self.motionEncoder) = (denoiser, reference, poseGuider, motionEncoder)
         (self.motionExtractor, self.vae, self.imageEncoder) = (motionExtractor, vae, imageEncoder)
         (self.settings, self.device, self.dtype, self.sources) = (settings, device, dtype, sources)
@@ -91,7 +95,10 @@ public final class PersonaLiveModel {
         processor.shortestEdge = imageEncoder.config.image_size
         processor.cropSize = imageEncoder.config.image_size
         clipProcessor = processor
+        guard prepare else { return }
         for m in [denoiser, reference, poseGuider, motionEncoder, motionExtractor, vae, imageEncoder] as [Module] {
+            // Uninitialised pages would not count in RSS measurements: write them once.
+            if zeroFirst { try Torch.noGrad { for p in m.parameters() { try p.zero_() } } }
             try m.freeze()
             m.eval()
             if dtype != .float32 { try m.to(dtype: dtype) }
@@ -111,6 +118,37 @@ public final class PersonaLiveModel {
             : try ModelFileLoader(path: path, logger: logger).load(device: device, dtype: dtype)
         for line in model.sources { logger.info("\(line)") }
         return model
+    }
+}
+
+extension PersonaLiveModel {
+    /// Random networks in the architecture of a model.yaml (every section, `pipeline:` for sizes):
+    /// benchmarks and tests. With `initialise` false, parameters are left uninitialised and zeroed
+    /// (paper-size models: timing does not depend on the values, and initialising takes minutes);
+    /// nil initialises models below 256² frames only.
+    public static func random(modelYAML path: String, device: Device = .cpu, dtype: DType = .float32,
+                              initialise: Bool? = nil) throws -> PersonaLiveModel {
+        let doc = try ConfigLoader.load(JSONValue.self, path: path)
+        func section<T: Decodable>(_ t: T.Type, _ key: String) throws -> T { try CheckpointModules.section(T.self, doc, key, file: path) }
+        let settings = try doc["pipeline"].map { try ConfigLoader.section(PipelineSettings.self, $0, name: "pipeline", file: path) }
+            ?? PipelineSettings()
+        func build() throws -> PersonaLiveModel {
+            try PersonaLiveModel(
+                denoiser: UNet3DConditionModel(section(UNet3DConditionModel.Config.self, "denoising_unet")),
+                reference: UNet2DConditionModel(section(UNet2DConditionModel.Config.self, "reference_unet"), withOutputLayers: false),
+                poseGuider: PoseGuider(section(PoseGuider.Config.self, "pose_guider")),
+                motionEncoder: MotionEncoder(section(MotionEncoder.Config.self, "motion_encoder")),
+                motionExtractor: MotionExtractor(section(MotionExtractor.Config.self, "motion_extractor")),
+                vae: AutoencoderKL(section(AutoencoderKL.Config.self, "vae")),
+                imageEncoder: CLIPVisionModelWithProjection(section(CLIPVisionModelWithProjection.Config.self, "image_encoder")),
+                settings: settings, device: .cpu, dtype: .float32, sources: ["random weights (\(path))"], prepare: false)
+        }
+        let initialise = initialise ?? (settings.image_size < 256)
+        let m = initialise ? try build() : try ParameterInit.uninitialized(build)
+        return try PersonaLiveModel(denoiser: m.denoiser, reference: m.reference, poseGuider: m.poseGuider,
+                                    motionEncoder: m.motionEncoder, motionExtractor: m.motionExtractor, vae: m.vae,
+                                    imageEncoder: m.imageEncoder, settings: settings, device: device, dtype: dtype,
+                                    sources: m.sources, prepare: true, zeroFirst: !initialise)
     }
 }
 
@@ -162,18 +200,25 @@ public enum CheckpointModules {
         return m
     }
 
-    /// A weights source from a folder (`file` inside it), a safetensors file (or its index) or a
-    /// PyTorch pickle.
-    public static func weights(_ path: String, file: String) throws -> StateDictSource {
+    /// A weights source from a folder (the first of `files` inside it), a safetensors file (or its
+    /// index) or a PyTorch pickle.
+    public static func weights(_ path: String, files: [String]) throws -> StateDictSource {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try SafeTensorsSource(path: URL(fileURLWithPath: path).appendingPathComponent(file).path)
+            let folder = URL(fileURLWithPath: path)
+            guard let file = files.first(where: { FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).path) }) else {
+                throw InferenceError("\(path): none of \(files.joined(separator: ", ")) in this folder")
+            }
+            return try SafeTensorsSource(path: folder.appendingPathComponent(file).path)
         } else if path.hasSuffix(".safetensors") || path.hasSuffix(".index.json") {
             return try SafeTensorsSource(path: path)
         }
         guard FileManager.default.fileExists(atPath: path) else { throw InferenceError("\(path): no such weights file") }
         return TensorDictSource(try Pth.load(path: path), name: path)
     }
+
+    /// The weights file of a CLIP image-encoder folder: `checkpoint import`'s, or a transformers folder's.
+    public static let clipFiles = ["image_encoder.safetensors", "model.safetensors"]
 
     /// Decodes a model section strictly, naming the file and key path on errors.
     static func section<T: Decodable>(_ t: T.Type, _ model: JSONValue?, _ key: String, file: String) throws -> T {
@@ -295,7 +340,7 @@ struct RunFolderLoader {
         if let own = try moduleFile("image_encoder", required: false) {
             try imageEncoder.load(from: own)
         } else if !str("image_encoder_path").isEmpty {
-            try imageEncoder.load(from: CheckpointModules.weights(str("image_encoder_path"), file: "model.safetensors"),
+            try imageEncoder.load(from: CheckpointModules.weights(str("image_encoder_path"), files: CheckpointModules.clipFiles),
                                   ignoreUnexpected: ["vision_model.embeddings.position_ids"])
             sources.append("image_encoder: \(str("image_encoder_path"))")
         } else {
@@ -341,14 +386,14 @@ struct ModelFileLoader {
             try ConfigLoader.section(PipelineSettings.self, $0, name: "pipeline", file: path)
         } ?? PipelineSettings()
         var sources: [String] = []
-        func weights(_ key: String, file: String = "", required: Bool = true) throws -> StateDictSource? {
+        func weights(_ key: String, files: [String] = [], required: Bool = true) throws -> StateDictSource? {
             guard let p = weightsDict[key]?.string, !p.isEmpty else {
                 if required { throw InferenceError("\(path): weights.\(key) is missing") }
                 return nil
             }
             guard FileManager.default.fileExists(atPath: p) else { throw InferenceError("\(path): weights.\(key): \(p) does not exist") }
             sources.append("\(key): \(p)")
-            return try CheckpointModules.weights(p, file: file.isEmpty ? "\(key).safetensors" : file)
+            return try CheckpointModules.weights(p, files: files.isEmpty ? ["\(key).safetensors"] : files)
         }
         func section<T: Decodable>(_ t: T.Type, _ key: String) throws -> T {
             try CheckpointModules.section(T.self, doc, key, file: path)
@@ -365,9 +410,9 @@ struct ModelFileLoader {
                                             : section(MotionExtractor.Config.self, "motion_extractor"))
         try extractor.load(from: try weights("motion_extractor")!, allowMissing: ["idx_tensor"])
         let vae = try AutoencoderKL(doc["vae"] == nil ? AutoencoderKL.Config() : section(AutoencoderKL.Config.self, "vae"))
-        try vae.load(from: try weights("vae", file: "vae.safetensors")!)
+        try vae.load(from: try weights("vae", files: ["vae.safetensors", "diffusion_pytorch_model.safetensors"])!)
         let imageEncoder = try CLIPVisionModelWithProjection(section(CLIPVisionModelWithProjection.Config.self, "image_encoder"))
-        try imageEncoder.load(from: try weights("image_encoder", file: "model.safetensors")!,
+        try imageEncoder.load(from: try weights("image_encoder", files: CheckpointModules.clipFiles)!,
                               ignoreUnexpected: ["vision_model.embeddings.position_ids"])
         return try PersonaLiveModel(denoiser: denoiser, reference: reference, poseGuider: poseGuider, motionEncoder: motionEncoder,
                                     motionExtractor: extractor, vae: vae, imageEncoder: imageEncoder, settings: settings,

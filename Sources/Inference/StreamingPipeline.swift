@@ -41,20 +41,29 @@ public final class StreamingPipeline {
     private var pending: [(driving: Tensor?, canvas: Tensor, index: Int?)] = []
     private var nextDrivingIndex = 0
 
+    /// Whether this pipeline installed the reference-attention hooks (and removes them when done).
+    private let ownsControl: Bool
+
+    /// `control`: the reference attention already installed on the model's UNets (a training
+    /// stage's), else the pipeline installs its own.
     public init(model: PersonaLiveModel, config: StreamConfig? = nil, seed: UInt64 = 42,
+                control existing: ReferenceAttentionControl? = nil,
                 logger: Logger = Logger(label: "personalive.stream")) throws {
         self.model = model
         self.logger = logger
         frontEnds = FrontEnds(model: model)
-        control = try ReferenceAttentionControl(writer: model.reference, reader: model.denoiser, fusionBlocks: "full",
-                                                roundBankToFP16: true)
+        ownsControl = existing == nil
+        control = try existing ?? ReferenceAttentionControl(writer: model.reference, reader: model.denoiser,
+                                                            fusionBlocks: "full", roundBankToFP16: true)
         engine = try StreamingEngine(config: config ?? model.settings.stream, denoiser: model.denoiser,
                                      reference: model.reference, control: control, scheduler: model.settings.scheduler,
                                      logger: logger)
         generator = try Generator(seed: seed)
     }
 
-    deinit { control.detach() }
+    deinit {
+        if ownsControl { control.detach() } else { control.clear() }
+    }
 
     public var chunkFrames: Int { engine.config.temporal_window_size }
     /// Driving frames that go in before the first of them comes out.

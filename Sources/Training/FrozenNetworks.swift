@@ -11,39 +11,11 @@ import NN
 import Torch
 
 enum FrozenNetworks {
-    /// Builds a module from a `train` checkpoint folder (its config.yaml says how) and loads its
-    /// `<key>.safetensors` strictly.
-    static func loadCheckpointModule<M: Module>(_ path: String, key: String, section: String, logger: Logger,
-                                                build: (TrainingConfig) throws -> M) throws -> M {
-        guard !path.isEmpty else { throw TrainingError.invalid("\(section).\(key)_checkpoint is required") }
-        let folder = URL(fileURLWithPath: path)
-        let cfgPath = folder.appendingPathComponent("config.yaml").path
-        guard FileManager.default.fileExists(atPath: cfgPath) else {
-            throw TrainingError.invalid("\(path): no config.yaml (expected a checkpoint folder written by `personalive train`)")
-        }
-        let m = try build(TrainingConfig.load(path: cfgPath))
-        try m.load(from: SafeTensorsSource(path: folder.appendingPathComponent("\(key).safetensors").path))
-        logger.info("loaded \(key) from \(path)")
-        return m
-    }
-
-    /// A weights source from a folder (`file` inside it), a safetensors file (or its index) or a
-    /// PyTorch pickle.
-    static func weights(_ path: String, file: String) throws -> StateDictSource {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try SafeTensorsSource(path: URL(fileURLWithPath: path).appendingPathComponent(file).path)
-        } else if path.hasSuffix(".safetensors") || path.hasSuffix(".index.json") {
-            return try SafeTensorsSource(path: path)
-        }
-        return TensorDictSource(try Pth.load(path: path), name: path)
-    }
-
     /// The frozen VAE named by `<section>.vae_checkpoint`, in eval mode and the weight dtype.
     static func vae(_ config: TrainingConfig, path: String, section: String, precision: Precision,
                     logger: Logger) throws -> AutoencoderKL {
-        let vae = try loadCheckpointModule(path, key: "vae", section: section, logger: logger) { c in
-            try AutoencoderKL(ConfigLoader.section(AutoencoderKL.Config.self, c.model["vae"], name: "model.vae",
+        let vae = try CheckpointModules.load(folder: path, key: "vae", what: "\(section).vae_checkpoint", logger: logger) { m in
+            try AutoencoderKL(ConfigLoader.section(AutoencoderKL.Config.self, m["vae"], name: "model.vae",
                                                    file: config.sourcePath))
         }
         try freeze(vae, precision)
@@ -58,7 +30,7 @@ enum FrozenNetworks {
                                                   name: "model.image_encoder", file: config.sourcePath)
         let encoder = try CLIPVisionModelWithProjection(clipConfig)
         if !path.isEmpty {
-            try encoder.load(from: weights(path, file: "model.safetensors"),
+            try encoder.load(from: CheckpointModules.weights(path, files: CheckpointModules.clipFiles),
                              ignoreUnexpected: ["vision_model.embeddings.position_ids"])
         } else {
             logger.notice("image encoder: no weights given (\(section).image_encoder_path); using a frozen random CLIP")
@@ -134,7 +106,7 @@ enum FrozenNetworks {
             throw TrainingError.invalid("\(path): no unet.safetensors, unet/diffusion_pytorch_model.safetensors or "
                                         + "diffusion_pytorch_model.safetensors (expected a `unet` checkpoint or a diffusers folder)")
         }
-        return try weights(path, file: "")
+        return try CheckpointModules.weights(path, files: [])
     }
 
     /// Keys of a full 2D UNet that PersonaLive's reference UNet does not have.

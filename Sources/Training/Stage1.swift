@@ -141,6 +141,7 @@ public final class Stage1: PairFedStage, TrainingStage {
     var latentScale: Double
     /// The frozen networks' features of every frame (data.cache_latents), else nil.
     let cache: LazyFeatureCache?
+    private var sharedModel: PersonaLiveModel?
 
     public init(config: TrainingConfig, logger: Logger) throws {
         let precision = try Precision(solver: config.solver, logger: logger)
@@ -168,9 +169,9 @@ public final class Stage1: PairFedStage, TrainingStage {
                                          logger: logger)
         var extractor: MotionExtractor?
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
-            let me = try FrozenNetworks.loadCheckpointModule(section.motion_extractor_checkpoint, key: "motion_extractor",
-                                                             section: "stage1", logger: logger) { c in
-                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, c.model["motion_extractor"],
+            let me = try CheckpointModules.load(folder: section.motion_extractor_checkpoint, key: "motion_extractor",
+                                                what: "stage1.motion_extractor_checkpoint", logger: logger) { m in
+                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["motion_extractor"],
                                                          name: "model.motion_extractor", file: file))
             }
             try FrozenNetworks.freeze(me, precision)
@@ -450,8 +451,18 @@ public final class Stage1: PairFedStage, TrainingStage {
         try writer.finish()
         guard model.motionExtractor != nil else { return [:] }
         let driving = try headAngles(b.target)
+        // The same clip through the streaming pipeline of `personalive animate` (4 denoising steps
+        // per frame, motion-interpolated warm-up, keypoint face crops): what the checkpoint gives a user.
+        let animator = Animator(pipeline: try StreamingPipeline(model: inferenceModel(), seed: config.validation.seed,
+                                                                control: control, logger: logger), logger: logger)
+        let streamed = try Tensor.stack(animator.animate(reference: b.reference.narrow(0, start: 0, length: 1), frames: b.target)
+            .map(\.image), dim: 0) * 2 - 1
+        let streamStrip = try (0..<n).map { i in try Tensor.cat([b.target, streamed].map { try $0.narrow(0, start: i, length: 1) }, dim: 0) }
+        try ImageIO.write(RGBImage(width: n * s, height: 2 * s, pixels: gridImage(streamStrip)),
+                          to: directory.appendingPathComponent("drive_stream.png").path)
         // Every frame shares the clip's reference: its angles are read once and broadcast.
         return ["drive_pose_error_deg": try poseError(headAngles(frames), driving),
+                "drive_stream_pose_error_deg": try poseError(headAngles(streamed), driving),
                 "drive_pose_error_copy_reference_deg": try poseError(headAngles(b.reference.narrow(0, start: 0, length: 1)), driving)]
     }
 
@@ -486,20 +497,31 @@ public final class Stage1: PairFedStage, TrainingStage {
         return try decode(latents.squeeze(2))
     }
 
-    /// Pitch, yaw and roll in degrees, (N, 3), that the frozen motion extractor reads from images
-    /// in [-1, 1] (resized to its input size).
-    func headAngles(_ images: Tensor) throws -> Tensor {
+    /// The stage's networks seen as an inference model (shared, not frozen again), so that validation
+    /// measures head pose and animates through the same front-ends and streaming pipeline as
+    /// `personalive animate`. Needs the motion extractor.
+    func inferenceModel() throws -> PersonaLiveModel {
+        if let shared = sharedModel { return shared }
         guard let me = model.motionExtractor else { throw TrainingError.invalid("no motion extractor") }
-        let size = section.motion_extractor_size
-        var x = try (images + 1) / 2
-        if x.shape[2] != size || x.shape[3] != size {
-            x = try F.interpolate(x, size: (size, size), mode: .bilinear)
-        }
-        let out = try me.detector(precision.frozenInput(x))
-        let bins = me.config.num_bins
-        return try Tensor.stack([out.pitch, out.yaw, out.roll].map {
-            try Keypoints.degrees($0.to(.float32), numBins: bins, idx: me.idx_tensor.to(.float32))
-        }, dim: 1)
+        var settings = PipelineSettings()
+        settings.image_size = section.image_size
+        settings.motion_encoder_size = section.motion_encoder_size
+        settings.motion_extractor_size = section.motion_extractor_size
+        settings.keypoint_radius = section.renderRadius
+        settings.latent_scale = latentScale
+        settings.scheduler = section.scheduler
+        let m = try PersonaLiveModel(denoiser: model.denoiser, reference: model.reference, poseGuider: model.poseGuider,
+                                     motionEncoder: model.motionEncoder, motionExtractor: me, vae: model.vae,
+                                     imageEncoder: model.imageEncoder, settings: settings, device: precision.device,
+                                     dtype: .float32, sources: [], prepare: false)
+        sharedModel = m
+        return m
+    }
+
+    /// Pitch, yaw and roll in degrees, (N, 3), that the frozen motion extractor reads from images
+    /// in [-1, 1] (the inference front-end's reading).
+    func headAngles(_ images: Tensor) throws -> Tensor {
+        try FrontEnds(model: inferenceModel()).headAngles(images)
     }
 
     /// Scaled latents → images in [-1, 1] (float32) through the frozen VAE.

@@ -35,11 +35,11 @@ struct BenchDenoiserCommand: ParsableCommand {
         if let size, size <= 0 { throw ValidationError("--size must be positive") }
     }
 
-    /// The model.yaml of `--config`.
-    func modelPath() throws -> String {
+    /// The model.yaml of `--config` (tiny / sd15 under Configs/, or a path).
+    static func modelPath(_ config: String, root: String) throws -> String {
         if config == "tiny" || config == "sd15" {
-            for root in [FileManager.default.currentDirectoryPath, packageRoot()] {
-                let p = (root as NSString).appendingPathComponent("Configs/\(config)/model.yaml")
+            for r in [FileManager.default.currentDirectoryPath, root] {
+                let p = (r as NSString).appendingPathComponent("Configs/\(config)/model.yaml")
                 if FileManager.default.fileExists(atPath: p) { return p }
             }
             throw CLIError("Configs/\(config)/model.yaml not found (run from the package root or pass a path)")
@@ -50,19 +50,19 @@ struct BenchDenoiserCommand: ParsableCommand {
         return config
     }
 
-    /// The package root this binary was built in (…/.build*/debug/personalive → …).
-    func packageRoot() -> String {
-        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        for _ in 0..<4 {
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
-            url = url.deletingLastPathComponent()
+    /// --dtype, defaulting to float16 on CUDA and float32 on the CPU.
+    static func parseDType(_ dtype: String?, device dev: Device) throws -> DType {
+        switch dtype ?? (dev == .cpu ? "float32" : "float16") {
+        case "float32", "fp32": return .float32
+        case "float16", "fp16": return .float16
+        case "bfloat16", "bf16": return .bfloat16
+        case let other: throw ValidationError("--dtype must be float32, float16 or bfloat16 (got '\(other)')")
         }
-        return FileManager.default.currentDirectoryPath
     }
 
     func run() throws {
         _ = try global.setUp(label: "bench")
-        let path = try modelPath()
+        let path = try Self.modelPath(config, root: packageRootForConfigs())
         let doc = try ConfigLoader.load(JSONValue.self, path: path)
         var dc = try ConfigLoader.section(UNet3DConditionModel.Config.self, doc["denoising_unet"], name: "denoising_unet", file: path)
         dc.use_temporal_module = true
@@ -70,13 +70,7 @@ struct BenchDenoiserCommand: ParsableCommand {
         let me = try ConfigLoader.section(MotionEncoder.Config.self, doc["motion_encoder"], name: "motion_encoder", file: path)
 
         let dev = try device.map(Device.init(parsing:)) ?? (Torch.cudaIsAvailable ? .cuda(0) : .cpu)
-        let dt: DType
-        switch dtype ?? (dev == .cpu ? "float32" : "float16") {
-        case "float32", "fp32": dt = .float32
-        case "float16", "fp16": dt = .float16
-        case "bfloat16", "bf16": dt = .bfloat16
-        case let other: throw ValidationError("--dtype must be float32, float16 or bfloat16 (got '\(other)')")
-        }
+        let dt = try Self.parseDType(dtype, device: dev)
         let side: Int
         switch (size, dc.sample_size) {
         case (let s?, _): side = s
@@ -171,11 +165,21 @@ struct BenchDenoiserCommand: ParsableCommand {
         control.detach()
         if dev != .cpu { print("(peak RSS is host memory; GPU memory is not included)") }
     }
+}
 
-    /// Peak resident set size of this process so far (getrusage; ru_maxrss is in KiB on Linux).
-    func peakRSSMiB() -> Double {
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        return Double(usage.ru_maxrss) / 1024
+/// Peak resident set size of this process so far (getrusage; ru_maxrss is in KiB on Linux).
+func peakRSSMiB() -> Double {
+    var usage = rusage()
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    return Double(usage.ru_maxrss) / 1024
+}
+
+/// The package root this binary was built in (…/.build*/debug/personalive → …), where Configs/ lives.
+func packageRootForConfigs() -> String {
+    var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<4 {
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+        url = url.deletingLastPathComponent()
     }
+    return FileManager.default.currentDirectoryPath
 }

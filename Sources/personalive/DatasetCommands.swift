@@ -10,7 +10,7 @@ struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dataset",
         abstract: "Create, build and inspect PersonaLive HDF5 datasets.",
-        subcommands: [Synth.self, Build.self, Inspect.self])
+        subcommands: [Synth.self, Build.self, Inspect.self, DatasetExport.self])
 
     // MARK: synth
 
