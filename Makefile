@@ -61,7 +61,7 @@ test: deps
 # synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1, then a report of
 # every run.
 # Re-running resumes each run from its latest checkpoint (finished runs are skipped).
-DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
+DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2
 # 256 identities (so that stage 1 must copy appearance from the reference instead of memorising
 # faces), 4-second clips at 10 fps, head turns up to ±45° (so that reference and target frames
 # differ clearly in head pose, even on 64² frames) and face-filling framing (zoom 1.5: the face
@@ -86,6 +86,7 @@ demo: build
 	$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest
 	$(BIN) train Configs/tiny/unet.yaml --resume latest
 	$(BIN) train Configs/tiny/stage1.yaml --resume latest
+	$(BIN) train Configs/tiny/stage2.yaml --resume latest
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"
