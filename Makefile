@@ -58,11 +58,11 @@ test: deps
 	swift test $(SWIFT_FLAGS) --skip-build
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
-# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → animation of a
-# synthetic val clip and of the PersonaLive demo video, then a report of every run and each step's
+# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → animation
+# (with the stage-2 model) of a synthetic val clip and of the PersonaLive demo video, then a report of every run and each step's
 # wall time. Re-running resumes each run from its latest checkpoint (finished runs are skipped).
-DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1
-DEMO_MODEL := Checkpoints/tiny-stage1
+DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2
+DEMO_MODEL := Checkpoints/tiny-stage2
 DEMO_OUT := Experiments/animate
 DEMO_MEDIA := $(abspath ../shared/media)
 DEMO_TIMES := Experiments/demo_times.txt
@@ -95,6 +95,7 @@ demo: build
 	$(call demo_step,motion extractor,$(BIN) train Configs/tiny/motion_extractor.yaml --resume latest)
 	$(call demo_step,base unet,$(BIN) train Configs/tiny/unet.yaml --resume latest)
 	$(call demo_step,stage 1,$(BIN) train Configs/tiny/stage1.yaml --resume latest)
+	$(call demo_step,stage 2,$(BIN) train Configs/tiny/stage2.yaml --resume latest)
 	$(call demo_step,animate val clip,$(BIN) dataset export Datasets/synth.h5 --split val --index 0 \
 	  --out $(DEMO_OUT)/val_clip.mp4 --reference $(DEMO_OUT)/val_reference.png && \
 	  $(BIN) animate --model $(DEMO_MODEL) --reference $(DEMO_OUT)/val_reference.png --driving $(DEMO_OUT)/val_clip.mp4 \
@@ -105,7 +106,7 @@ demo: build
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"
-	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1"
+	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1 Checkpoints/tiny-stage2"
 	@echo "animations: $(DEMO_OUT)/val_clip_animated.mp4, $(DEMO_OUT)/personalive_demo.mp4 (reference | driving | keypoints | generated)"
 	@echo; echo "== wall time per step =="; cat $(DEMO_TIMES)
 

@@ -1,6 +1,7 @@
 // TrainingEntries.swift — fixture entries for whole training iterations (training/*): the
 // stage-1 step of train_stage1.py with the case's weights, inputs and injected random draws,
-// producing losses and gradients for each dropout variant.
+// producing losses and gradients for each dropout variant; the stage-2 iteration of
+// train_stage2.py (Algorithm 1) for every update_step n the case pins.
 import Foundation
 import Models
 import NN
@@ -15,6 +16,9 @@ import Torch
     if key == "out.facial_mask" || key.hasPrefix("out.bank_keep_idx") { return .exact }
     if key.hasSuffix(".model_pred") { return abs("model_pred_maxabs") }
     if key.hasSuffix(".x0_pred") { return abs("x0_pred_maxabs") }
+    if key.hasSuffix(".timesteps") { return .exact }
+    if key.range(of: #"\.step[0-9]+\."#, options: .regularExpression) != nil { return abs("step_debug_maxabs") }
+    if key.hasSuffix(".loss_latent_mse") { return rel("loss_latent_mse_rel") }
     if key.hasSuffix(".loss") || key.hasSuffix(".loss_mse") || key.hasSuffix(".loss_local") { return rel("loss_rel") }
     if key.contains(".grad.in.") { return rel("grad_in_rel") }
     if key.contains(".grad_ref.") { return rel("grad_ref_rel") }
@@ -24,6 +28,7 @@ import Torch
 
 let trainingEntries: [FixtureEntry] = [
     FixtureEntry([stage1CaseClass], tolerance: trainingTolerance) { c in try runStage1Step(c) },
+    FixtureEntry([stage2CaseClass], tolerance: trainingTolerance) { c in try runDistillationStep(c) },
 ]
 
 let stage1CaseClass = "train_stage1.py one training iteration (stage 1, image-level hybrid motion training), latent-space part: noise + offset noise, uniform timestep, DDIMScheduler.add_noise, Net.forward (reference UNet writer + ReferenceAttentionControl.update(drop_ratio=0.3) + pose/motion dropout + UNet3DConditionModel reader), get_x0_from_eps, latent MSE + masked latent MSE, backward. PoseGuider / MotEncoder / LivePortrait / CLIP / VAE bypassed (their outputs are given)."
@@ -99,6 +104,95 @@ func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
             }
             out["out.\(name).grad.in.pose_fea"] = try gradOrZeros(pose)
             out["out.\(name).grad.in.motion"] = try gradOrZeros(motion)
+        }
+    }
+    return out
+}
+
+let stage2CaseClass = "train_stage2.py one training iteration (fewer-step appearance distillation, paper Algorithm 1), latent-space part: Net.forward (reference UNet writer + ReferenceAttentionControl.update(drop_ratio=0.3) + UNet3DConditionModel reader) + get_x0_from_eps + DDIMScheduler.add_noise; PoseGuider / MotEncoder / CLIP / VAE bypassed"
+
+/// The n-th step's losses and gradients for every n with outputs in the case (`out.n{n}.*`); the
+/// loss is the latent MSE of x̂0 against the target, as the case prescribes for this check.
+func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
+    let cfg = c.config
+    let denoiser = try UNet3DConditionModel(cfg["denoising_unet"]!.decode(UNet3DConditionModel.Config.self))
+    try denoiser.load(from: c.weights("weights.safetensors"))
+    let reference = try UNet2DConditionModel(cfg["reference_unet"]!.decode(UNet2DConditionModel.Config.self),
+                                             withOutputLayers: false)
+    try reference.load(from: c.weights("weights_reference.safetensors"))
+    let fp16Banks = (cfg["dtype"]?.string ?? "").contains("fp16")
+    let control = try ReferenceAttentionControl(writer: reference, reader: denoiser,
+                                                fusionBlocks: cfg["reader"]?["fusion_blocks"]?.string ?? "full",
+                                                roundBankToFP16: fp16Banks)
+    var schedulerConfig = try (cfg["scheduler"] ?? .object([:])).decode(DDIMScheduler.Config.self)
+    schedulerConfig.num_train_timesteps = 1000
+    var step = DistillationStep(denoiser: denoiser, reference: reference, control: control,
+                                scheduler: try DDIMScheduler(schedulerConfig))
+    if let tl = cfg["timesteps_list"]?.array { step.timesteps = tl.compactMap { $0.double.map { Int($0) } } }
+    step.bankDropRatio = cfg["drop_ratio"]?.double ?? 0.3
+    denoiser.train()
+    reference.train()
+
+    func numbered(_ prefix: String) -> [String] {
+        c.inputKeys.filter { $0.hasPrefix(prefix) && Int($0.dropFirst(prefix.count)) != nil }
+            .sorted { Int($0.dropFirst(prefix.count))! < Int($1.dropFirst(prefix.count))! }
+    }
+    let pass0 = try numbered("in.bank_rand.pass0.block").map { try c.input($0) }
+    let pass1 = try numbered("in.bank_rand.pass1.block").map { try c.input($0) }
+    let renoise = try numbered("in.noise_renoise_").map { try c.input($0) }
+    var out: [String: Tensor] = [:]
+    let keepFraction = 1 - step.bankDropRatio
+    for (p, draws) in [pass0, pass1].enumerated() {
+        for (j, d) in draws.enumerated() {
+            let keep = Int(Double(d.shape[1]) * keepFraction)
+            out["out.bank_keep_idx.pass\(p).block\(j)"] = try d.argsort(dim: 1).narrow(1, start: 0, length: keep)
+        }
+    }
+    let ns = Set(c.outputKeys.compactMap { k -> Int? in
+        guard k.hasPrefix("out.n"), let dot = k.dropFirst(5).firstIndex(of: ".") else { return nil }
+        return Int(k[k.index(k.startIndex, offsetBy: 5)..<dot])
+    }).sorted()
+    let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
+    let refGradKeys = (cfg["grad_ref_param_keys"]?.array ?? []).compactMap(\.string)
+    let denoiserParams = Dictionary(denoiser.namedParameters(), uniquingKeysWith: { a, _ in a })
+    let referenceParams = Dictionary(reference.namedParameters(), uniquingKeysWith: { a, _ in a })
+    let target = try c.input("tgt_latent")
+
+    try Torch.withGradEnabled(true) {
+        for n in ns {
+            for p in denoiserParams.values { try p.setGrad(nil) }
+            for p in referenceParams.values { try p.setGrad(nil) }
+            let pose = try c.input("pose_fea").requiresGrad_()
+            let motion = try c.input("motion").requiresGrad_()
+            let inputs = DistillationInputs(referenceLatent: try c.input("ref_latent"), clip: try c.input("clip_embeds"),
+                                            poseFeatures: pose, motion: motion)
+            guard renoise.count >= n - 1 else {
+                throw FixtureError("\(c.name): n = \(n) needs \(n - 1) in.noise_renoise_* tensors, the case has \(renoise.count)")
+            }
+            let draws = DistillationDraws(steps: n, noiseInit: try c.input("noise_init"), renoise: renoise,
+                                          bankDrawsPass0: pass0, bankDrawsPass1: n > 1 ? pass1 : nil)
+            let r = try step(inputs, draws: draws)
+            let loss = try F.mseLoss(r.x0, target)
+            try loss.backward()
+            out["out.n\(n).x0_pred"] = try r.x0.detach()
+            out["out.n\(n).loss_latent_mse"] = try loss.detach().reshape([1])
+            out["out.n\(n).timesteps"] = try Tensor(r.timesteps.map { Int64($0) })
+            for s in 0..<n {
+                out["out.n\(n).step\(s).x_in"] = try r.stepInputs[s].detach()
+                out["out.n\(n).step\(s).eps"] = try r.stepEps[s].detach()
+                out["out.n\(n).step\(s).x0"] = try r.stepX0[s].detach()
+            }
+            func gradOrZeros(_ t: Tensor) throws -> Tensor { try t.grad ?? Tensor.zeros(t.shape) }
+            for k in gradKeys {
+                guard let p = denoiserParams[k] else { throw FixtureError("denoiser has no parameter \(k)") }
+                out["out.n\(n).grad.\(k)"] = try gradOrZeros(p)
+            }
+            for k in refGradKeys {
+                guard let p = referenceParams[k] else { throw FixtureError("reference UNet has no parameter \(k)") }
+                out["out.n\(n).grad_ref.\(k)"] = try gradOrZeros(p)
+            }
+            out["out.n\(n).grad.in.pose_fea"] = try gradOrZeros(pose)
+            out["out.n\(n).grad.in.motion"] = try gradOrZeros(motion)
         }
     }
     return out

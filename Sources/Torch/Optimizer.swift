@@ -19,6 +19,13 @@ public struct AdamWParamState {
     public var expAvg: Tensor
     public var expAvgSq: Tensor
     public var maxExpAvgSq: Tensor?
+
+    public init(step: Int, expAvg: Tensor, expAvgSq: Tensor, maxExpAvgSq: Tensor? = nil) {
+        self.step = step
+        self.expAvg = expAvg
+        self.expAvgSq = expAvgSq
+        self.maxExpAvgSq = maxExpAvgSq
+    }
 }
 
 public final class AdamW: @unchecked Sendable {

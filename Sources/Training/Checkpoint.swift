@@ -1,6 +1,7 @@
 // Checkpoint.swift — checkpoint folders as diffusers/accelerate users know them
 // (`Checkpoints/<run>/checkpoint-<step>/`): one safetensors file per module with PyTorch key names,
-// optimizer.safetensors, ema.safetensors, trainer_state.json and config.yaml. A checkpoint is
+// optimizer_<name>.safetensors and ema_<name>.safetensors per optimizer, trainer_state.json and
+// config.yaml. A checkpoint is
 // written to a temporary sibling folder, fsynced, then renamed, so a folder named checkpoint-N is
 // always complete; `keep_last` rotates old ones out.
 import Foundation
@@ -43,8 +44,10 @@ public struct TrainerState: Codable, Sendable, Equatable {
 
 public struct CheckpointContents {
     public var modules: [(String, [(String, Tensor)])]
-    public var optimizer: [(String, Tensor)]
-    public var ema: [(String, Tensor)]?
+    /// Per optimizer name: its state keyed by parameter name (optimizer_<name>.safetensors).
+    public var optimizers: [(String, [(String, Tensor)])]
+    /// Per optimizer with EMA: the shadow weights (ema_<name>.safetensors).
+    public var emas: [(String, [(String, Tensor)])]
     public var state: TrainerState
     public var configYAML: String
 }
@@ -59,6 +62,11 @@ public struct CheckpointManager {
     }
 
     static let prefix = "checkpoint-"
+    /// Optimizer state of optimizer `name`, keyed by parameter name.
+    public static func optimizerFile(_ name: String) -> String { "optimizer_\(name).safetensors" }
+    public static func emaFile(_ name: String) -> String { "ema_\(name).safetensors" }
+    /// The one optimizer's state by parameter position, as checkpoints before named optimizers hold it.
+    public static let legacyOptimizerFile = "optimizer.safetensors"
 
     public func folder(step: Int) -> URL { root.appendingPathComponent("\(Self.prefix)\(step)") }
 
@@ -90,10 +98,12 @@ public struct CheckpointManager {
             for (name, tensors) in c.modules {
                 try SafeTensors.write(tensors, metadata: ["format": "pt"], to: tmp.appendingPathComponent("\(name).safetensors").path)
             }
-            try SafeTensors.write(c.optimizer, metadata: ["format": "pt", "optimizer": "AdamW"],
-                                  to: tmp.appendingPathComponent("optimizer.safetensors").path)
-            if let ema = c.ema {
-                try SafeTensors.write(ema, metadata: ["format": "pt"], to: tmp.appendingPathComponent("ema.safetensors").path)
+            for (name, state) in c.optimizers {
+                try SafeTensors.write(state, metadata: ["format": "pt", "optimizer": "AdamW", "name": name],
+                                      to: tmp.appendingPathComponent(Self.optimizerFile(name)).path)
+            }
+            for (name, shadow) in c.emas {
+                try SafeTensors.write(shadow, metadata: ["format": "pt"], to: tmp.appendingPathComponent(Self.emaFile(name)).path)
             }
             try writeSynced(Data(c.configYAML.utf8), to: tmp.appendingPathComponent("config.yaml"))
             let enc = JSONEncoder()

@@ -23,27 +23,64 @@ public class PairFedStage {
     }
 }
 
-final class PairFeed {
-    let sampler: PairSampler
+/// A deterministic batch source: batch `step` is a pure function of (seed, step).
+protocol BatchSource: AnyObject, Sendable {
+    associatedtype Batch: DeviceMovable
+    func tensors(step: Int) throws -> Batch
+}
+
+/// A batch that can be handed out on a device.
+protocol DeviceMovable {
+    func to(_ device: Device) throws -> Self
+}
+
+extension PairSampler: BatchSource {
+    func tensors(step: Int) throws -> PairTensors { try batch(step: step).tensors() }
+}
+
+extension SequenceSampler: BatchSource {
+    func tensors(step: Int) throws -> SequenceTensors { try batch(step: step).tensors() }
+}
+
+/// The batches of one stage's data stream (pairs for stages 1–2, sequences for stage 3) through a
+/// background prefetcher, on the stage's device. With `worldSize` > 1, rank r hands out the
+/// sampler's batches r, r + worldSize, r + 2·worldSize, … as its batches 0, 1, 2, … (each rank a
+/// disjoint share of the same deterministic stream; one rank is the whole stream).
+final class BatchFeed<Source: BatchSource> {
+    let sampler: Source
     let capacity: Int
     /// Batches are handed out on this device.
     let device: Device
-    private var prefetcher: Prefetcher<PairTensors>?
+    let rank: Int
+    let worldSize: Int
+    private var prefetcher: Prefetcher<Source.Batch>?
     private var expected = -1
     /// Seconds callers spent blocked on `batch` (0 when the prefetcher keeps ahead).
     private(set) var waitSeconds = 0.0
 
-    init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int, device: Device = .cpu) throws {
-        sampler = try PairSampler(dataset: dataset, config: config)
+    init(sampler: Source, prefetch: Int, device: Device = .cpu, rank: Int = 0, worldSize: Int = 1) throws {
+        guard worldSize >= 1, (0..<worldSize).contains(rank) else {
+            throw TrainingError.invalid("data feed: rank \(rank) is not in 0..<\(worldSize)")
+        }
+        self.sampler = sampler
         capacity = max(1, prefetch)
         self.device = device
+        self.rank = rank
+        self.worldSize = worldSize
     }
 
+    /// The sampler's step for this rank's batch `index`.
+    func samplerStep(_ index: Int) -> Int { index * worldSize + rank }
+
     /// The batch with index `index`; sequential requests come from the prefetch queue.
-    func batch(_ index: Int) throws -> PairTensors {
+    func batch(_ index: Int) throws -> Source.Batch {
         if index != expected || prefetcher == nil {
             prefetcher?.stop()
-            prefetcher = sampler.prefetcher(startStep: index, capacity: capacity, workers: 1)
+            // Its k-th batch is the sampler's step samplerStep(k).
+            let (source, r, w) = (sampler, rank, worldSize)
+            prefetcher = Prefetcher(startStep: index, capacity: capacity, workers: 1) { k in
+                try source.tensors(step: k * w + r)
+            }
         }
         let t0 = Date()
         defer { waitSeconds += Date().timeIntervalSince(t0) }
@@ -56,7 +93,18 @@ final class PairFeed {
     deinit { prefetcher?.stop() }
 }
 
-extension PairTensors {
+/// Stages 1 and 2: reference/target pairs.
+typealias PairFeed = BatchFeed<PairSampler>
+/// Stage 3: 40-frame sequences.
+typealias SequenceFeed = BatchFeed<SequenceSampler>
+
+extension PairFeed {
+    convenience init(dataset: DatasetReader, config: SamplerConfig, prefetch: Int, device: Device = .cpu) throws {
+        try self.init(sampler: try PairSampler(dataset: dataset, config: config), prefetch: prefetch, device: device)
+    }
+}
+
+extension PairTensors: DeviceMovable {
     /// Every tensor of the batch on `device`.
     func to(_ device: Device) throws -> PairTensors {
         var b = self
@@ -72,6 +120,23 @@ extension PairTensors {
         b.targetKeypoints = try targetKeypoints.map(move)
         b.referencePose = try referencePose.map(move)
         b.referenceKeypoints = try referenceKeypoints.map(move)
+        return b
+    }
+}
+
+extension SequenceTensors: DeviceMovable {
+    func to(_ device: Device) throws -> SequenceTensors {
+        var b = self
+        func move(_ t: Tensor) throws -> Tensor { t.device == device ? t : try t.to(device) }
+        b.reference = try move(reference)
+        b.referenceMotionInput = try move(referenceMotionInput)
+        b.frames = try move(frames)
+        b.faceCrop = try move(faceCrop)
+        b.motionInput = try move(motionInput)
+        b.faceMask = try move(faceMask)
+        b.localMask = try move(localMask)
+        b.pose = try pose.map(move)
+        b.keypoints = try keypoints.map(move)
         return b
     }
 }

@@ -41,6 +41,8 @@ public enum StageFactory {
                 _ = try ConfigLoader.section(UNetStageSection.self, c.stageSection, name: "unet", file: c.sourcePath)
             case "stage1":
                 _ = try ConfigLoader.section(Stage1Section.self, c.stageSection, name: "stage1", file: c.sourcePath)
+            case "stage2":
+                _ = try ConfigLoader.section(Stage2Section.self, c.stageSection, name: "stage2", file: c.sourcePath)
             default:
                 problems.append("stage '\(c.stage)' is unknown")
             }
@@ -62,6 +64,7 @@ public enum StageFactory {
         case "motion_extractor": return try MotionExtractorStage(config: c, logger: logger)
         case "unet": return try UNetStage(config: c, logger: logger)
         case "stage1": return try Stage1(config: c, logger: logger)
+        case "stage2": return try Stage2(config: c, logger: logger)
         default: throw ConfigError(file: c.sourcePath, "stage '\(c.stage)' is unknown")
         }
     }

@@ -21,6 +21,12 @@ public enum TrainingError: Error, CustomStringConvertible {
 }
 
 /// A training stage: what to build, what to train, how to compute the loss and validate.
+///
+/// A stage whose iteration is one loss implements `losses`; the trainer backpropagates its `loss`
+/// term into the one optimizer `optimizerSpecs` declares by default (named "model", over
+/// `trainableParameters`, with the solver section's settings). A stage with several optimizers
+/// (a generator and a discriminator) declares them and implements `iterate`, driving the
+/// iteration through the step context.
 public protocol TrainingStage: AnyObject {
     /// Modules saved in each checkpoint, keyed by file name (`denoising_unet` → denoising_unet.safetensors).
     var savedModules: [(String, Module)] { get }
@@ -28,6 +34,10 @@ public protocol TrainingStage: AnyObject {
     var trainableParameters: [(String, Tensor)] { get }
     /// Samples consumed per micro-batch (for samples/s and the data cursor).
     var batchSize: Int { get }
+    /// The named optimizers, built after `freeze:` has been applied.
+    func optimizerSpecs(config: TrainingConfig) throws -> [OptimizerSpec]
+    /// One micro-batch of the iteration: records loss terms, calls `backward` and `step`.
+    func iterate(_ context: StepContext, sample: Int, generator: Generator) throws
     /// Loss terms for one micro-batch; `loss` is the one backpropagated. `sample` is the index of
     /// the batch's first sample in the deterministic data stream.
     func losses(sample: Int, generator: Generator) throws -> [String: Tensor]
@@ -47,6 +57,25 @@ extension TrainingStage {
     public var dataWaitSeconds: Double { 0 }
     public var precision: Precision { Precision() }
     public var pipelineMetadata: [String: Double] { [:] }
+
+    public func optimizerSpecs(config: TrainingConfig) throws -> [OptimizerSpec] {
+        [OptimizerSpec(name: "model", parameters: trainableParameters.filter { $0.1.requiresGrad },
+                       solver: config.solver, trainBatch: config.data.train_bs)]
+    }
+
+    /// The one-loss form: `losses`, then backward and step of the first optimizer.
+    public func iterate(_ context: StepContext, sample: Int, generator: Generator) throws {
+        let terms = try losses(sample: sample, generator: generator)
+        guard let loss = terms["loss"] else { throw TrainingError.invalid("stage returned no 'loss' term") }
+        try context.record(terms)
+        let name = context.optimizers[0].name
+        try context.backward(loss, for: name)
+        try context.step(name)
+    }
+
+    public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
+        throw TrainingError.invalid("this stage drives its own iteration (iterate); it has no single loss")
+    }
 }
 
 /// What the trainer reports while it runs (the CLI renders it as a progress bar or lines).
@@ -101,12 +130,13 @@ public final class Trainer {
     public let interrupt: InterruptFlag
 
     let generator: Generator
-    let optimizer: AdamW
-    let schedule: LRSchedule
-    let ema: EMAModel?
-    let params: [(String, Tensor)]
-    /// Loss scaling for float16 mixed precision (nil otherwise).
+    /// The stage's optimizers, in declaration order.
+    public let optimizers: [NamedOptimizer]
+    /// Loss scaling for float16 mixed precision (nil otherwise), shared by every optimizer.
     let scaler: GradScaler?
+    /// Called for each optimizer after its gradients are unscaled, before clipping: where data
+    /// parallelism averages gradients across ranks.
+    public var gradientSync: ((NamedOptimizer) throws -> Void)?
 
     public init(config: TrainingConfig, stage: TrainingStage, logger: Logger, interrupt: InterruptFlag = InterruptFlag()) throws {
         self.config = config
@@ -128,19 +158,26 @@ public final class Trainer {
             if frozen.isEmpty { logger.warning("freeze.\(name): \(patterns) matched no parameter") }
             else { logger.info("freeze.\(name): \(frozen.count) parameters frozen") }
         }
-        params = stage.trainableParameters.filter { $0.1.requiresGrad }
-        guard !params.isEmpty else { throw TrainingError.invalid("stage '\(config.stage)' has no trainable parameters") }
-        let s = config.solver
-        var lr = s.learning_rate
-        if s.scale_lr { lr *= Double(s.gradient_accumulation_steps * config.data.train_bs) }
-        // No weight decay on biases and norm weights, as the reference scripts' AdamW groups do not
-        // distinguish them either: one group, the configured decay.
-        optimizer = try AdamW(groups: [ParamGroup(params: params.map(\.1), lr: lr, weightDecay: s.adam_weight_decay)],
-                              betas: (s.adam_beta1, s.adam_beta2), eps: s.adam_epsilon)
-        schedule = try LRSchedule(kind: s.lr_scheduler, baseLR: lr, warmupSteps: s.lr_warmup_steps,
-                                  totalSteps: s.max_train_steps, numCycles: s.lr_num_cycles)
-        ema = s.use_ema ? try EMAModel(parameters: params, decay: s.ema_decay, minDecay: s.ema_min_decay,
-                                       updateAfterStep: s.ema_update_after_step) : nil
+        let specs = try stage.optimizerSpecs(config: config)
+        guard !specs.isEmpty, specs.contains(where: { $0.parameters.contains { $0.1.requiresGrad } }) else {
+            throw TrainingError.invalid("stage '\(config.stage)' has no trainable parameters")
+        }
+        var seen: [ObjectIdentifier: String] = [:]
+        for spec in specs {
+            guard !spec.name.isEmpty, spec.name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw TrainingError.invalid("optimizer name '\(spec.name)' must be letters, digits and _")
+            }
+            for (n, p) in spec.parameters where p.requiresGrad {
+                if let other = seen[ObjectIdentifier(p)] {
+                    throw TrainingError.invalid("parameter \(n) is in optimizers '\(other)' and '\(spec.name)'")
+                }
+                seen[ObjectIdentifier(p)] = spec.name
+            }
+        }
+        guard Set(specs.map(\.name)).count == specs.count else {
+            throw TrainingError.invalid("stage '\(config.stage)' declares an optimizer name twice: \(specs.map(\.name))")
+        }
+        optimizers = try specs.map { try NamedOptimizer($0, solver: config.solver) }
         scaler = stage.precision.needsGradScaler ? GradScaler() : nil
         let p = stage.precision
         let mode = p.isMixed ? "mixed precision \(p.weightDtype) (frozen modules in \(p.weightDtype))" : "fp32"
@@ -163,8 +200,8 @@ public final class Trainer {
         }
         let contents = CheckpointContents(
             modules: stage.savedModules.map { ($0.0, $0.1.stateDict()) },
-            optimizer: try optimizer.exportState() + [("__step__", try Tensor([Int64(step)], shape: []))],
-            ema: try ema?.stateDict(),
+            optimizers: try optimizers.map { ($0.name, try $0.exportState()) },
+            emas: try optimizers.compactMap { o in try o.ema.map { (o.name, try $0.stateDict()) } },
             state: state,
             configYAML: try config.yaml())
         let url = try checkpoints.save(contents)
@@ -184,16 +221,41 @@ public final class Trainer {
         for (name, module) in stage.savedModules {
             try module.load(from: SafeTensorsSource(path: url.appendingPathComponent("\(name).safetensors").path))
         }
-        try optimizer.importState(SafeTensorsFile(path: url.appendingPathComponent("optimizer.safetensors").path).loadAll())
-        if let ema {
-            try ema.load(SafeTensorsFile(path: url.appendingPathComponent("ema.safetensors").path).loadAll())
-        }
+        try restoreOptimizers(from: url)
         try generator.setState(try decodeState(state.rng_generator, url))
         try Generator.setDefaultState(try decodeState(state.rng_global, url))
         if let scaler, let scale = state.grad_scale {
             scaler.restore(scale: scale, growthTracker: state.grad_scale_growth_tracker ?? 0)
         }
         return state.step
+    }
+
+    /// `optimizer_<name>.safetensors` (state keyed by parameter name) per optimizer, or, for a
+    /// checkpoint written before optimizers were named, `optimizer.safetensors` (by position) for a
+    /// stage with one optimizer; EMA likewise from `ema_<name>.safetensors` or `ema.safetensors`.
+    func restoreOptimizers(from url: URL) throws {
+        let fm = FileManager.default
+        let legacy = url.appendingPathComponent(CheckpointManager.legacyOptimizerFile)
+        for o in optimizers {
+            let file = url.appendingPathComponent(CheckpointManager.optimizerFile(o.name))
+            if fm.fileExists(atPath: file.path) {
+                try o.importState(SafeTensorsFile(path: file.path).loadAll(), file: file.path)
+            } else if optimizers.count == 1, fm.fileExists(atPath: legacy.path) {
+                logger.info("\(url.lastPathComponent): optimizer state in the earlier format (optimizer.safetensors, by position)")
+                try o.importPositionalState(SafeTensorsFile(path: legacy.path).loadAll())
+            } else {
+                throw TrainingError.io("\(url.path) has no \(file.lastPathComponent) (optimizer '\(o.name)')")
+            }
+            if let ema = o.ema {
+                let named = url.appendingPathComponent(CheckpointManager.emaFile(o.name))
+                let old = url.appendingPathComponent("ema.safetensors")
+                let path = fm.fileExists(atPath: named.path) ? named.path : optimizers.count == 1 ? old.path : named.path
+                guard fm.fileExists(atPath: path) else {
+                    throw TrainingError.io("\(url.path) has no \(named.lastPathComponent) (EMA of optimizer '\(o.name)')")
+                }
+                try ema.load(SafeTensorsFile(path: path).loadAll())
+            }
+        }
     }
 
     func decodeState(_ b64: String, _ url: URL) throws -> Tensor {
@@ -239,7 +301,6 @@ public final class Trainer {
         }
 
         let accum = max(1, config.solver.gradient_accumulation_steps)
-        let clip = config.solver.max_grad_norm
         let precision = stage.precision
         while step < total {
             if interrupt.isSet {
@@ -248,60 +309,57 @@ public final class Trainer {
                 return step
             }
             let t0 = Date()
-            try optimizer.setLearningRate(schedule.learningRate(at: step))
-            var sums: [String: Double] = [:]
-            var tForward = 0.0, tBackward = 0.0
+            for o in optimizers {
+                o.lastLR = o.schedule.learningRate(at: step)
+                try o.adamw.setLearningRate(o.lastLR)
+                o.lastGradNorm = nil
+            }
+            let context = StepContext(optimizers: optimizers, scaler: scaler, accumulation: accum, step: step,
+                                      gradientSync: gradientSync)
+            var tForward = 0.0
             let wait0 = stage.dataWaitSeconds
             for micro in 0..<accum {
+                context.microBatch = micro
                 let tf = Date()
                 // Layer randomness (dropout) comes from the run's generator too, so a resumed run
                 // repeats it exactly whatever else uses the global generator meanwhile.
-                let terms = try RandomContext.with(generator) {
+                try RandomContext.with(generator) {
                     try precision.autocast {
-                        try stage.losses(sample: (step * accum + micro) * stage.batchSize, generator: generator)
+                        try stage.iterate(context, sample: (step * accum + micro) * stage.batchSize, generator: generator)
                     }
                 }
                 tForward += Date().timeIntervalSince(tf)
-                guard let loss = terms["loss"] else { throw TrainingError.invalid("stage returned no 'loss' term") }
-                for (k, v) in terms.sorted(by: { $0.key < $1.key }) {
-                    let x = try v.detach().item()
-                    guard x.isFinite else { throw TrainingError.nonFinite(step: step + 1, term: k, value: x) }
-                    sums[k, default: 0] += x / Double(accum)
-                }
-                let tb = Date()
-                let part = accum == 1 ? loss : try loss / Double(accum)
-                try (scaler.map { try $0.scaled(part) } ?? part).backward()
-                tBackward += Date().timeIntervalSince(tb)
             }
-            let to = Date()
-            // float16: gradients back to their true size; a step with Inf/NaN gradients is skipped
-            // and the loss scale shrinks (the loss itself was finite, checked above).
-            let finite = try scaler?.unscale(params.map(\.1)) ?? true
-            var gradNorm = Double.nan
-            if finite {
-                gradNorm = try Autograd.clipGradNorm(params.map(\.1), maxNorm: clip > 0 ? clip : .infinity)
-                try optimizer.step()
-                try ema?.step(params)
-            } else {
-                logger.warning("step \(step + 1): gradients overflowed at loss scale \(scaler!.scale); step skipped")
+            // float16: a step whose gradients overflowed was skipped and the loss scale shrinks.
+            for name in context.overflowed.sorted() {
+                logger.warning("step \(step + 1): '\(name)' gradients overflowed at loss scale \(scaler!.scale); its step was skipped")
             }
-            scaler?.update(foundInf: !finite)
-            try optimizer.zeroGrad()
-            let tOpt = Date().timeIntervalSince(to)
+            scaler?.update(foundInf: !context.overflowed.isEmpty)
             let tData = stage.dataWaitSeconds - wait0
             step += 1
             let dt = Date().timeIntervalSince(t0)
-            let lr = schedule.learningRate(at: step - 1)
+            let sums = context.terms
+            let first = optimizers[0]
+            let lr = first.lastLR
+            let gradNorm = first.lastGradNorm ?? .nan
             var record: [String: Any] = ["step": step, "lr": lr, "step_time": dt,
                                          "samples_per_s": Double(samplesPerStep) / max(dt, 1e-9)]
-            if finite { record["grad_norm"] = gradNorm } else { record["skipped_overflow"] = true }
+            if let g = first.lastGradNorm { record["grad_norm"] = g }
+            if !context.overflowed.isEmpty { record["skipped_overflow"] = true }
+            if optimizers.count > 1 {
+                for o in optimizers {
+                    record["lr_\(o.name)"] = o.lastLR
+                    if let g = o.lastGradNorm { record["grad_norm_\(o.name)"] = g }
+                }
+            }
             if let scaler { record["loss_scale"] = scaler.scale }
             for (k, v) in sums { record[k] = v }
             try metrics.append(record)
+            let tBackward = context.backwardSeconds, tOpt = context.optimizerSeconds
             onEvent(.step(StepReport(step: step, totalSteps: total, losses: sums, lr: lr, gradNorm: gradNorm,
                                      stepTime: dt, samplesPerSecond: Double(samplesPerStep) / max(dt, 1e-9),
-                                     timing: ["data": tData, "forward": tForward - tData, "backward": tBackward,
-                                              "optimizer": tOpt])))
+                                     timing: ["data": tData, "forward": tForward - tData - tBackward - tOpt,
+                                              "backward": tBackward, "optimizer": tOpt])))
 
             let v = config.validation.validation_steps
             if v > 0, step % v == 0 || step == total { try validate(step: step, metrics: metrics) }

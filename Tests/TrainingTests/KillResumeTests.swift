@@ -36,7 +36,7 @@ import Torch
             for c in manager.list() {
                 let state = try CheckpointManager.readState(c.url)
                 #expect(state.step == c.step)
-                for file in ["vae.safetensors", "optimizer.safetensors"] {
+                for file in ["vae.safetensors", "optimizer_model.safetensors"] {
                     _ = try SafeTensorsFile(path: c.url.appendingPathComponent(file).path)
                 }
             }

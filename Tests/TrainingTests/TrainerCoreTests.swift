@@ -178,7 +178,7 @@ func losses(_ dir: URL) -> [Double] {
             net = torch.nn.Sequential()
             net.add_module("fc1", torch.nn.Linear(4, 16)); net.add_module("drop", torch.nn.Dropout(0.1)); net.add_module("fc2", torch.nn.Linear(16, 2))
             net.load_state_dict(sd, strict=True)
-            opt = load_file(sys.argv[1] + "/optimizer.safetensors")
+            opt = load_file(sys.argv[1] + "/optimizer_model.safetensors")
             print("ok", len(sd), float(sd["fc2.bias"][0]), len(opt))
             """
         let p = Process()

@@ -505,7 +505,8 @@ public struct PersonaLiveCheckpointExporter {
         }
         let listing = ((try? FileManager.default.contentsOfDirectory(atPath: source)) ?? [])
             .filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(".") }.sorted()
-        let modules = listing.filter { !["optimizer.safetensors", "ema.safetensors"].contains($0) }
+        // Optimizer and EMA state (optimizer[_<name>].safetensors, ema[_<name>].safetensors) are not modules.
+        let modules = listing.filter { !$0.hasPrefix("optimizer") && !$0.hasPrefix("ema") }
         if let module {
             let name = module.hasSuffix(".safetensors") ? module : module + ".safetensors"
             guard listing.contains(name) else {
