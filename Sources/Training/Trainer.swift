@@ -129,8 +129,8 @@ public final class Trainer {
         let s = config.solver
         var lr = s.learning_rate
         if s.scale_lr { lr *= Double(s.gradient_accumulation_steps * config.data.train_bs) }
-        // No weight decay on biases and norm weights, as the reference scripts' AdamW groups do not
-        // distinguish them either: one group, the configured decay.
+        // Every trainable parameter decays, biases and norm weights included: the reference scripts
+        // give AdamW one group with the configured decay.
         optimizer = try AdamW(groups: [ParamGroup(params: params.map(\.1), lr: lr, weightDecay: s.adam_weight_decay)],
                               betas: (s.adam_beta1, s.adam_beta2), eps: s.adam_epsilon)
         schedule = try LRSchedule(kind: s.lr_scheduler, baseLR: lr, warmupSteps: s.lr_warmup_steps,
