@@ -366,8 +366,7 @@ public final class Stage1: PairFedStage, TrainingStage {
 
         // Pixel MSE inside the face box between the generated image and the driving frame, and the
         // same for the VAE-decoded reference (what a model that ignores the driving pose scores).
-        let maskSum = max(1, try b.faceMask.sum().item() * 3)
-        func faceMSE(_ x: Tensor) throws -> Double { try ((x - b.target).square() * b.faceMask).sum().item() / maskSum }
+        func faceMSE(_ x: Tensor) throws -> Double { try ValidationMetrics.faceMSE(x, b.target, faceMask: b.faceMask) }
         let decodedReference = try decode(cond.referenceLatent)
         let s = b.target.shape
         let grid = try gridImage([b.reference, b.target, cond.canvas * 2 - 1, generated])
@@ -450,7 +449,7 @@ public final class Stage1: PairFedStage, TrainingStage {
 
     /// Mean absolute difference in degrees between head angles (N, 3) (or (1, 3), broadcast).
     func poseError(_ angles: Tensor, _ driving: Tensor) throws -> Double {
-        try (angles - driving).abs().mean().item()
+        try ValidationMetrics.poseError(angles, driving)
     }
 
     /// DDIM sampling from pure noise with the reference bank written once; one pose/motion
@@ -489,10 +488,8 @@ public final class Stage1: PairFedStage, TrainingStage {
             x = try F.interpolate(x, size: (size, size), mode: .bilinear)
         }
         let out = try me.detector(precision.frozenInput(x))
-        let bins = me.config.num_bins
-        return try Tensor.stack([out.pitch, out.yaw, out.roll].map {
-            try Keypoints.degrees($0.to(.float32), numBins: bins, idx: me.idx_tensor.to(.float32))
-        }, dim: 1)
+        return try ValidationMetrics.headAngles(pitch: out.pitch, yaw: out.yaw, roll: out.roll, numBins: me.config.num_bins,
+                                                idx: me.idx_tensor)
     }
 
     /// Scaled latents → images in [-1, 1] (float32) through the frozen VAE.
