@@ -5,6 +5,7 @@ import Data
 import Foundation
 import Logging
 import Media
+import Training
 
 struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -86,8 +87,10 @@ struct DatasetCommand: ParsableCommand {
         @Option(help: "Output frame size (square).") var size: Int = 512
         @Option(help: "Output frame rate.") var fps: Double = 25
         @Option(help: "'center' or a boxes JSON file.") var crop: String = "center"
-        @Option(help: "Where boxes come from: mediapipe (FaceMesh on every frame) or template (guessed; recorded as such).")
+        @Option(help: "Where boxes come from: mediapipe (FaceMesh on every frame), keypoints (needs --motion-extractor) or template (guessed; recorded as such).")
         var boxes: String = "mediapipe"
+        @Option(help: "Motion-extractor checkpoint folder for --boxes keypoints (a `personalive train` motion_extractor run).")
+        var motionExtractor: String?
         @Option(help: "Python with mediapipe for --boxes mediapipe (default: $PERSONALIVE_PYTHON, then .venv/bin/python).")
         var python: String?
         @Option(help: "Skip a clip when no face is found in more than this fraction of its frames.")
@@ -96,14 +99,20 @@ struct DatasetCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
 
         var boxesSource: BoxesSource? {
-            [BoxesSource.mediapipe, .template].first { $0.rawValue == boxes }
+            [BoxesSource.mediapipe, .keypoints, .template].first { $0.rawValue == boxes }
         }
 
         func validate() throws {
             guard !videos.isEmpty else { throw ValidationError("--videos needs at least one file or directory") }
             guard size >= 16 else { throw ValidationError("--size must be at least 16") }
             guard fps > 0 else { throw ValidationError("--fps must be positive") }
-            guard boxesSource != nil else { throw ValidationError("--boxes must be mediapipe or template, got '\(boxes)'") }
+            guard boxesSource != nil else { throw ValidationError("--boxes must be mediapipe, keypoints or template, got '\(boxes)'") }
+            if boxesSource == .keypoints && motionExtractor == nil {
+                throw ValidationError("--boxes keypoints needs --motion-extractor CHECKPOINT_FOLDER")
+            }
+            if boxesSource != .keypoints && motionExtractor != nil {
+                throw ValidationError("--motion-extractor is only used with --boxes keypoints")
+            }
             guard (0...1).contains(maxMissingFaces) else { throw ValidationError("--max-missing-faces must be in 0...1") }
             if crop != "center" && !FileManager.default.fileExists(atPath: crop) {
                 throw ValidationError("--crop must be 'center' or an existing boxes JSON file, got '\(crop)'")
@@ -116,7 +125,12 @@ struct DatasetCommand: ParsableCommand {
             let options = BuildOptions(inputs: videos, output: out, boxes: source, size: size, fps: fps,
                                        crop: crop == "center" ? .center : .boxes(crop), valFraction: valFraction,
                                        maxMissingFaces: maxMissingFaces)
-            let detector: FaceBoxDetector? = source == .mediapipe ? try MediaPipeFaceMesh(python: python, logger: logger) : nil
+            let detector: FaceBoxDetector?
+            switch source {
+            case .mediapipe: detector = try MediaPipeFaceMesh(python: python, logger: logger)
+            case .keypoints: detector = try KeypointFaceBoxes(checkpoint: motionExtractor!, logger: logger)
+            default: detector = nil
+            }
             let bar = ProgressBar(label: "build")
             let report = try DatasetBuilder(options: options, detector: detector, logger: logger).run { p in
                 bar.update(done: p.framesDone, total: p.framesTotal, unit: "frames",
