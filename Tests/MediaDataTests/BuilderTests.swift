@@ -3,6 +3,7 @@
 // the real driving videos build with frame counts within ±1 of duration × 25; on the real clips
 // MediaPipe FaceMesh gives boxes that hold the face, and a video without a face is skipped by name.
 import Foundation
+import Logging
 import Testing
 @testable import Data
 @testable import Media
@@ -231,5 +232,34 @@ struct BuilderTests {
             _ = try DatasetBuilder(options: BuildOptions(inputs: [dir.path], output: dir.file("o.h5"), boxes: .mediapipe))
         }
         #expect(e2?.description.contains("detector") == true)
+    }
+
+    @Test func templateBoxesAreRecordedAndWarnedAbout() throws {
+        let dir = TestSupport.TempDir()
+        try BuilderTests.makeVideo(dir.file("t.mp4"), frames: 4, width: 32, height: 32, fps: 25)
+        let log = LogCapture()
+        let logger = Logger(label: "test") { _ in log }
+        _ = try DatasetBuilder(options: BuildOptions(inputs: [dir.file("t.mp4")], output: dir.file("t.h5"), boxes: .template, size: 16),
+                               logger: logger).run()
+        #expect(log.warnings.contains { $0.contains("--boxes template") }, "\(log.warnings)")
+        log.warnings.removeAll()
+        let r = try DatasetReader(path: dir.file("t.h5"), logger: logger)
+        #expect(try r.info("t").boxesSource == "template")
+        #expect(log.warnings.contains { $0.contains("1 of 1 clips have template face/eye/mouth boxes") }, "\(log.warnings)")
+    }
+}
+
+/// Keeps the warnings logged through it.
+final class LogCapture: LogHandler, @unchecked Sendable {
+    var warnings: [String] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
+             function: String, line: UInt) {
+        if level == .warning { warnings.append(message.description) }
     }
 }
