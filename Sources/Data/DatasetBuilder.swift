@@ -66,6 +66,9 @@ public struct BuildReport: Sendable {
     public var kept: [String] = []
     public var skipped: [Skipped] = []
     public var framesWritten = 0
+    /// Per clip written with measured boxes: frames where no face was found (their boxes copied
+    /// from the nearest frame with one).
+    public var framesWithoutFace: [String: Int] = [:]
     public var train: [String] = []
     public var val: [String] = []
 }
@@ -248,13 +251,14 @@ public final class DatasetBuilder {
             var k = 2
             while writer.contains(id) { id = "\(DatasetBuilder.clipID(for: video))_\(k)"; k += 1 }
             do {
-                let n = try addVideo(video, source: source, id: id, writer: writer, entry: boxesFile?.entry(for: video)) { f in
+                let (n, missing) = try addVideo(video, source: source, id: id, writer: writer, entry: boxesFile?.entry(for: video)) { f in
                     progress?(BuildProgress(videoIndex: i, videoCount: videos.count, file: video, framesDone: framesDone + f,
                                             framesTotal: total, elapsed: Date().timeIntervalSince(start)))
                 }
                 framesDone += n
                 report.written.append(id)
                 report.framesWritten += n
+                if let missing { report.framesWithoutFace[id] = missing }
                 logger.info("\(video): \(n) frames → clip \(id)")
             } catch {
                 try? writer.removeClip(id)
@@ -274,9 +278,10 @@ public final class DatasetBuilder {
         return report
     }
 
-    /// Decodes one video into a clip; returns its frame count.
+    /// Decodes one video into a clip; returns its frame count and, with measured boxes, the number
+    /// of frames without a face.
     private func addVideo(_ video: String, source: String, id: String, writer: DatasetWriter, entry: BoxesFile.Entry?,
-                          progress: (Int) -> Void) throws -> Int {
+                          progress: (Int) -> Void) throws -> (frames: Int, missing: Int?) {
         let size = options.size
         // The square crop in source pixels, and the boxes per output frame in source pixels
         // (nil: the template, already in output pixels).
@@ -365,6 +370,6 @@ public final class DatasetBuilder {
         }
         try appender.finish(boxes: boxes, boxesSource: boxesSource.rawValue, missingBoxes: missing)
         progress(t)
-        return t
+        return (t, missing)
     }
 }

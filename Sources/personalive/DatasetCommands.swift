@@ -138,6 +138,11 @@ struct DatasetCommand: ParsableCommand {
             }
             bar.finish()
             print("wrote \(out): \(report.kept.count + report.written.count) clips (\(report.written.count) new, \(report.kept.count) kept), \(report.framesWritten) new frames; train \(report.train.count), val \(report.val.count)")
+            if !report.framesWithoutFace.isEmpty {
+                let total = report.framesWithoutFace.values.reduce(0, +)
+                let clips = report.framesWithoutFace.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("frames without a face (boxes from the nearest frame with one): \(total)" + (clips.isEmpty ? "" : " (\(clips.joined(separator: ", ")))"))
+            }
             if !report.skipped.isEmpty {
                 print("skipped \(report.skipped.count) file(s):")
                 for s in report.skipped { print("  \(s.file): \(s.reason)") }

@@ -199,6 +199,7 @@ struct BuilderTests {
         let report = try DatasetBuilder(options: BuildOptions(inputs: inputs, output: out, boxes: .mediapipe, size: 96), detector: mesh).run()
         mesh.close()
         #expect(Set(report.written) == ["d0", "d18"])
+        #expect(Set(report.framesWithoutFace.keys) == ["d0", "d18"])  // counted (0 on these clips)
         #expect(report.skipped.map(\.file) == [dir.file("noface.mp4")])
         #expect(report.skipped.first?.reason.contains("no face found in 12 of 12 frames") == true, "\(report.skipped)")
         let r = try DatasetReader(path: out)
@@ -222,6 +223,35 @@ struct BuilderTests {
         let f = try r.boxes("d0", frame: 0).face
         let x = 2 + Int(f.x1 / 2), y = 2 + Int(f.y1 / 2)
         #expect(Array(grid.pixels[((y * grid.width + x) * 3)..<((y * grid.width + x) * 3 + 3)]) == [255, 255, 255])
+    }
+
+    /// Frames without a face inside a real clip are counted and take the nearest frame's boxes.
+    @Test func facelessFramesAreCountedAndFilled() throws {
+        let media = try #require(TestSupport.mediaDir, "shared media folder not found")
+        let python = try #require(TestSupport.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (make venv)")
+        let dir = TestSupport.TempDir()
+        // 20 frames of d0 with frames 5, 6 and 7 black (15 %, under the default 20 %).
+        let frames = try Array(VideoReader(path: media + "/liveportrait/d0.mp4").readAll().prefix(20))
+        let w = try VideoWriter(path: dir.file("gaps.mp4"), width: frames[0].width, height: frames[0].height,
+                                options: .init(fps: 25, preset: "veryfast"))
+        for (t, f) in frames.enumerated() {
+            try w.write([5, 6, 7].contains(t) ? RGBImage(width: f.width, height: f.height, fill: (0, 0, 0)) : f)
+        }
+        try w.finish()
+        let mesh = try MediaPipeFaceMesh(python: python)
+        defer { mesh.close() }
+        let report = try DatasetBuilder(options: BuildOptions(inputs: [dir.file("gaps.mp4")], output: dir.file("g.h5"), boxes: .mediapipe,
+                                                              size: 64), detector: mesh).run()
+        #expect(report.framesWithoutFace == ["gaps": 3])
+        let r = try DatasetReader(path: dir.file("g.h5"))
+        #expect(try r.boxes("gaps", frame: 5) == r.boxes("gaps", frame: 4))
+        #expect(try r.boxes("gaps", frame: 6) == r.boxes("gaps", frame: 4))  // a tie: the earlier frame
+        #expect(try r.boxes("gaps", frame: 7) == r.boxes("gaps", frame: 8))
+        // Over the limit, the clip is skipped and named.
+        let strict = try DatasetBuilder(options: BuildOptions(inputs: [dir.file("gaps.mp4")], output: dir.file("s.h5"), boxes: .mediapipe,
+                                                              size: 64, maxMissingFaces: 0.1), detector: mesh)
+        let e = #expect(throws: BuildError.self) { _ = try strict.run() }
+        #expect(e?.description.contains("gaps.mp4: no face found in 3 of 20 frames") == true, "\(e?.description ?? "")")
     }
 
     @Test func mediapipeWithoutPythonIsAClearError() throws {
