@@ -5,12 +5,13 @@ import Foundation
 import Testing
 @testable import Training
 
-@Suite(.serialized) struct RealClipsStage1Tests {
+// In Stage1Tests (serialized): stage-1 runs seed the process-wide generator.
+extension Stage1Tests {
     @Test func stage1TrainsOnRealClipsWithMeasuredBoxes() throws {
         let media = ProcessInfo.processInfo.environment["PERSONALIVE_MEDIA"].flatMap { $0.isEmpty ? nil : $0 }
             ?? TrainingTestPaths.packageRoot.deletingLastPathComponent().appendingPathComponent("shared/media").path
         try #require(FileManager.default.fileExists(atPath: media + "/liveportrait/d0.mp4"), "no shared media at \(media)")
-        let s1 = Stage1Tests()
+        let s1 = self
         let (dir, config) = try s1.setUp(steps: 3, checkpointEvery: 0, motionExtractor: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let (sb, ob) = try runCLI(["dataset", "build", "--videos", media + "/liveportrait/d0.mp4", media + "/liveportrait/d11.mp4",
