@@ -1,5 +1,7 @@
-// FixtureRunnerTests.swift — the data-driven parity run: every case under the fixtures root
-// whose module is registered must pass; the runner must also fail loudly when it should.
+// FixtureRunnerTests.swift — the data-driven parity run: every case folder under the fixtures root
+// runs and must pass, except those named in Tests/not-implemented-fixtures.txt (reported as known
+// issues by name, and they must not be registered); an empty root fails; the runner and the CLI
+// must also fail loudly when they should (unknown module, bad config, no outputs, stale list).
 import Foundation
 import Logging
 import Testing
