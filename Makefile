@@ -10,7 +10,8 @@ APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libswsca
                 libopenblas0-pthread ffmpeg
 VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
-PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy
+# mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
+PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14
 # Each LibTorch gets its own build folder, so switching LIBTORCH never mixes objects.
 BUILD_DIR := $(if $(LIBTORCH),.build-libtorch-$(shell echo '$(LIBTORCH)' | md5sum | cut -c1-8),.build)
 SWIFT_FLAGS := --scratch-path $(BUILD_DIR)
@@ -38,12 +39,15 @@ system-deps:
 	  fi; \
 	fi
 
-# Project-local Python used by tests for interop checks (h5py, safetensors, torch CPU wheel).
-venv: $(VENV)/.ready
-$(VENV)/.ready:
-	python3 -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check $(PY_PACKAGES)
-	touch $@
+# Project-local Python used by tests for interop checks (h5py, safetensors, torch CPU wheel) and by
+# `dataset build --boxes mediapipe`. .ready holds the package list installed; a new list reinstalls.
+venv:
+	@if [ "$$(cat $(VENV)/.ready 2>/dev/null)" != "$(PY_PACKAGES)" ]; then \
+	  [ -x $(VENV)/bin/python ] || python3 -m venv $(VENV); \
+	  echo "installing into $(VENV): $(PY_PACKAGES)"; \
+	  $(VENV)/bin/python -m pip install -q --disable-pip-version-check $(PY_PACKAGES); \
+	  echo "$(PY_PACKAGES)" > $(VENV)/.ready; \
+	fi
 
 # One debug build serves the tests and the demo (the pixel-heavy Media/Data targets are optimised
 # even in debug; the rest of the time is spent inside LibTorch).
@@ -53,9 +57,17 @@ build: deps
 release: deps
 	swift build $(SWIFT_FLAGS) -c release --product personalive
 
+# A skipped test checked nothing, so it fails `make test`; then every fixture case under $(FIXTURES)
+# must pass except those named in Tests/not-implemented-fixtures.txt (reported NOT IMPLEMENTED).
 test: deps
 	swift build $(SWIFT_FLAGS) --build-tests
-	swift test $(SWIFT_FLAGS) --skip-build
+	swift test $(SWIFT_FLAGS) --skip-build --xunit-output $(BUILD_DIR)/tests.xml
+	@if grep -q '<skipped' $(BUILD_DIR)/tests-swift-testing.xml; then \
+	  echo "error: skipped tests (a skipped check is a failed check here):"; \
+	  grep -B1 '<skipped' $(BUILD_DIR)/tests-swift-testing.xml | grep -o 'name="[^"]*"'; exit 1; \
+	fi
+	$(BIN) fixtures check $(FIXTURES) \
+	  --not-implemented "$$(grep -v '^\s*\(#\|$$\)' Tests/not-implemented-fixtures.txt | paste -sd, -)"
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
 # synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → animation

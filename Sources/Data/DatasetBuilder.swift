@@ -1,8 +1,11 @@
 // DatasetBuilder.swift — `personalive dataset build`: decodes videos, resamples them to a fixed
-// frame rate, crops a square (centre, or around given face boxes), resizes and writes clips with
-// boxes into the HDF5 layout. A video that fails to decode is reported and skipped; the build goes
-// on. The output is resumable (clips already written are kept on a re-run) and is renamed into place
-// only when complete.
+// frame rate, measures face, eye and mouth boxes on every frame with a face-landmark model
+// (`FaceBoxDetector`: MediaPipe FaceMesh or the motion extractor's keypoints), crops a square around
+// the clip's faces, resizes and writes clips with their boxes (in the cropped frame's pixels) and
+// the boxes' source into the HDF5 layout. Boxes may instead come from a JSON file, or, only when
+// asked for, from a fixed template (recorded as such, with a warning). A video that fails to decode,
+// or shows no face in too many frames, is reported and skipped; the build goes on. The output is
+// resumable (clips already written are kept on a re-run) and is renamed into place only when complete.
 import Foundation
 import Logging
 import Media
@@ -17,13 +20,22 @@ public struct BuildOptions: Sendable {
 
     public var inputs: [String]
     public var output: String
+    /// Where the boxes of videos not listed in a boxes file come from: `.mediapipe` or
+    /// `.keypoints` (measured by the builder's detector) or `.template` (guessed).
+    public var boxes: BoxesSource
     public var size: Int
     public var fps: Double
     public var crop: Crop
     public var valFraction: Double
+    /// A clip with no face in more than this fraction of its frames is skipped.
+    public var maxMissingFaces: Double
+    /// Side of the square crop around measured faces, in face-box sizes (as for boxes files).
+    public var cropScale: Float
 
-    public init(inputs: [String], output: String, size: Int = 512, fps: Double = 25, crop: Crop = .center, valFraction: Double = 0.1) {
-        self.inputs = inputs; self.output = output; self.size = size; self.fps = fps; self.crop = crop; self.valFraction = valFraction
+    public init(inputs: [String], output: String, boxes: BoxesSource, size: Int = 512, fps: Double = 25, crop: Crop = .center,
+                valFraction: Double = 0.1, maxMissingFaces: Double = 0.2, cropScale: Float = 1.8) {
+        self.inputs = inputs; self.output = output; self.boxes = boxes; self.size = size; self.fps = fps; self.crop = crop
+        self.valFraction = valFraction; self.maxMissingFaces = maxMissingFaces; self.cropScale = cropScale
     }
 }
 
@@ -54,6 +66,9 @@ public struct BuildReport: Sendable {
     public var kept: [String] = []
     public var skipped: [Skipped] = []
     public var framesWritten = 0
+    /// Per clip written with measured boxes: frames where no face was found (their boxes copied
+    /// from the nearest frame with one).
+    public var framesWithoutFace: [String: Int] = [:]
     public var train: [String] = []
     public var val: [String] = []
 }
@@ -65,7 +80,8 @@ public struct BuildReport: Sendable {
 ///
 /// Keys are file names or full paths; coordinates are source-video pixels. Without "crop" the crop
 /// is a square of 1.8× the (first) face box size centred on it (black where it leaves the frame).
-/// Videos not listed use the centre crop.
+/// An entry with a crop but no boxes gets its boxes from `--boxes` inside that crop. Videos not
+/// listed get crop and boxes from `--boxes`.
 public struct BoxesFile: Sendable {
     public struct Entry: Sendable {
         public var crop: Box?
@@ -127,13 +143,31 @@ public final class DatasetBuilder {
     public static let videoExtensions: Set<String> = ["mp4", "mov", "mkv", "avi", "webm", "m4v", "mpg", "mpeg", "flv", "wmv", "ts"]
 
     public let options: BuildOptions
+    private let detector: FaceBoxDetector?
     private let logger: Logger
 
-    public init(options: BuildOptions, logger: Logger = Logger(label: "personalive.data")) throws {
+    /// `detector` measures the boxes when `options.boxes` is `.mediapipe` or `.keypoints` (and must
+    /// be of that source); none is needed for `.template`.
+    public init(options: BuildOptions, detector: FaceBoxDetector? = nil, logger: Logger = Logger(label: "personalive.data")) throws {
         guard options.size >= 16 else { throw BuildError("--size must be at least 16, got \(options.size)") }
         guard options.fps > 0 else { throw BuildError("--fps must be positive, got \(options.fps)") }
         guard (0...1).contains(options.valFraction) else { throw BuildError("val fraction must be in 0...1, got \(options.valFraction)") }
+        guard (0...1).contains(options.maxMissingFaces) else {
+            throw BuildError("--max-missing-faces must be in 0...1, got \(options.maxMissingFaces)")
+        }
+        guard options.cropScale > 0 else { throw BuildError("crop scale must be positive, got \(options.cropScale)") }
+        switch options.boxes {
+        case .mediapipe, .keypoints:
+            guard let detector else { throw BuildError("--boxes \(options.boxes.rawValue) needs a face-box detector") }
+            guard detector.source == options.boxes else {
+                throw BuildError("--boxes \(options.boxes.rawValue) given a \(detector.source.rawValue) detector")
+            }
+        case .template: break
+        case .file, .synthetic:
+            throw BuildError("--boxes takes mediapipe, keypoints or template (boxes files come with --crop FILE)")
+        }
         self.options = options
+        self.detector = detector
         self.logger = logger
     }
 
@@ -189,6 +223,9 @@ public final class DatasetBuilder {
             if case .boxes(let p) = options.crop { return try BoxesFile(path: p) }
             return nil
         }()
+        if options.boxes == .template {
+            logger.warning("--boxes template: every frame gets the same guessed face/eye/mouth boxes (recorded as boxes_source=template); the masked losses and the motion encoder's face crop will use them")
+        }
         let writer = try DatasetWriter(path: options.output, resumable: true, logger: logger)
         var report = BuildReport()
         report.kept = writer.clipIDs
@@ -214,13 +251,14 @@ public final class DatasetBuilder {
             var k = 2
             while writer.contains(id) { id = "\(DatasetBuilder.clipID(for: video))_\(k)"; k += 1 }
             do {
-                let n = try addVideo(video, source: source, id: id, writer: writer, entry: boxesFile?.entry(for: video)) { f in
+                let (n, missing) = try addVideo(video, source: source, id: id, writer: writer, entry: boxesFile?.entry(for: video)) { f in
                     progress?(BuildProgress(videoIndex: i, videoCount: videos.count, file: video, framesDone: framesDone + f,
                                             framesTotal: total, elapsed: Date().timeIntervalSince(start)))
                 }
                 framesDone += n
                 report.written.append(id)
                 report.framesWritten += n
+                if let missing { report.framesWithoutFace[id] = missing }
                 logger.info("\(video): \(n) frames → clip \(id)")
             } catch {
                 try? writer.removeClip(id)
@@ -240,41 +278,87 @@ public final class DatasetBuilder {
         return report
     }
 
-    /// Decodes one video into a clip; returns its frame count.
+    /// Decodes one video into a clip; returns its frame count and, with measured boxes, the number
+    /// of frames without a face.
     private func addVideo(_ video: String, source: String, id: String, writer: DatasetWriter, entry: BoxesFile.Entry?,
-                          progress: (Int) -> Void) throws -> Int {
-        let reader = try VideoReader(path: video, logger: logger)
+                          progress: (Int) -> Void) throws -> (frames: Int, missing: Int?) {
         let size = options.size
-        // The square crop in source pixels.
-        let crop: Box
-        if let c = entry?.crop {
-            crop = c
-        } else if let face = entry?.boxes.first?.face {
-            let side = 1.8 * max(face.width, face.height)
-            crop = Box(x1: face.centerX - side / 2, y1: face.centerY - side / 2, x2: face.centerX + side / 2, y2: face.centerY + side / 2)
+        // The square crop in source pixels, and the boxes per output frame in source pixels
+        // (nil: the template, already in output pixels).
+        var crop: Box
+        var sourceBoxes: [FaceBoxes]?
+        let boxesSource: BoxesSource
+        var missing: Int?
+        var passes = 1
+        if let entry, let first = entry.boxes.first {
+            boxesSource = .file
+            sourceBoxes = entry.boxes
+            if let c = entry.crop {
+                crop = c
+            } else {
+                let face = first.face
+                let side = options.cropScale * max(face.width, face.height)
+                crop = Box(x1: face.centerX - side / 2, y1: face.centerY - side / 2, x2: face.centerX + side / 2, y2: face.centerY + side / 2)
+            }
+        } else if options.boxes == .template {
+            boxesSource = .template
+            if let c = entry?.crop {
+                crop = c
+            } else {
+                let reader = try VideoReader(path: video, logger: logger)
+                let side = Float(min(reader.width, reader.height))
+                let x = Float((reader.width - Int(side)) / 2), y = Float((reader.height - Int(side)) / 2)
+                crop = Box(x1: x, y1: y, x2: x + side, y2: y + side)
+            }
         } else {
-            let side = Float(min(reader.width, reader.height))
-            let x = Float((reader.width - Int(side)) / 2), y = Float((reader.height - Int(side)) / 2)
-            crop = Box(x1: x, y1: y, x2: x + side, y2: y + side)
+            // Pass 1: measure every frame at the output frame rate.
+            guard let detector else { throw BuildError("--boxes \(options.boxes.rawValue) needs a face-box detector") }
+            boxesSource = detector.source
+            passes = 2
+            var detected: [FaceBoxes?] = []
+            let first = try VideoReader(path: video, logger: logger)
+            try first.forEachFrame(fps: options.fps) { t, frame in
+                detected.append(try detector.detect(frame))
+                if t % 8 == 0 { progress((t + 1) / 2) }
+                return true
+            }
+            let found = DetectedBoxes(frames: detected)
+            let t = detected.count
+            guard t > 0 else { throw BuildError("\(video): contains no video frames") }
+            let allowed = Int((options.maxMissingFaces * Double(t)).rounded(.down))
+            guard found.missing <= allowed, let filled = found.filled(), let square = found.squareCrop(scale: options.cropScale, width: first.width, height: first.height) else {
+                throw BuildError("\(video): no face found in \(found.missing) of \(t) frames (\(boxesSource.rawValue)); at most \(allowed) allowed (--max-missing-faces \(options.maxMissingFaces))")
+            }
+            if found.missing > 0 {
+                let first = detected.indices.filter { detected[$0] == nil }.prefix(8).map(String.init).joined(separator: ", ")
+                logger.warning("\(video): no face found in \(found.missing) of \(t) frames (\(first)\(found.missing > 8 ? ", …" : "")); their boxes are copied from the nearest frame with a face")
+            }
+            missing = found.missing
+            sourceBoxes = filled
+            crop = entry?.crop ?? square
         }
+
+        let reader = try VideoReader(path: video, logger: logger)
         let sx = Float(size) / crop.width, sy = Float(size) / crop.height
         let shrinking = crop.width > Float(size)
         let filter: ResizeFilter = shrinking ? .area : .bicubic
         let appender = try writer.beginClip(id: id, width: size, height: size, fps: options.fps, source: source)
+        let done = passes == 2 ? (sourceBoxes?.count ?? 0) / 2 : 0
         try reader.forEachFrame(fps: options.fps) { t, frame in
             let out = try frame.resampled(x1: Double(crop.x1), y1: Double(crop.y1), x2: Double(crop.x2), y2: Double(crop.y2),
                                           width: size, height: size, filter: filter)
             try appender.appendFrame(out)
-            if t % 8 == 0 { progress(t + 1) }
+            if t % 8 == 0 { progress(done + (t + 1) / passes) }
             return true
         }
         let t = appender.frameCount
         guard t > 0 else { throw BuildError("\(video): contains no video frames") }
         var boxes: [Float] = []
         boxes.reserveCapacity(t * 16)
-        if let given = entry?.boxes, !given.isEmpty {
+        if let given = sourceBoxes {
             guard given.count == 1 || given.count == t else {
-                throw BuildError("\(video): boxes file gives \(given.count) frames of boxes, the video has \(t) frames at \(options.fps) fps")
+                let what = boxesSource == .file ? "the boxes file gives" : "measuring found"
+                throw BuildError("\(video): \(what) \(given.count) frames of boxes, the video has \(t) frames at \(options.fps) fps")
             }
             for i in 0..<t {
                 let b = given[given.count == 1 ? 0 : i]
@@ -284,8 +368,8 @@ public final class DatasetBuilder {
             let b = FaceBoxes.template(size: size).flat
             for _ in 0..<t { boxes += b }
         }
-        try appender.finish(boxes: boxes)
+        try appender.finish(boxes: boxes, boxesSource: boxesSource.rawValue, missingBoxes: missing)
         progress(t)
-        return t
+        return (t, missing)
     }
 }

@@ -6,7 +6,8 @@
 //   /clips/<id>/boxes      float32 (T,4,4): face, left eye, right eye, mouth as x1,y1,x2,y2 pixels
 //   /clips/<id>/pose       optional float32 (T,7): pitch, yaw, roll, tx, ty, tz, scale
 //   /clips/<id>/keypoints  optional float32 (T,21,3) canonical keypoints
-//   /clips/<id>            attrs: fps, source, width, height
+//   /clips/<id>            attrs: fps, source, width, height; optional boxes_source (how the boxes
+//                          were made: "mediapipe", "keypoints", "file", "template", "synthetic")
 //   /splits/train, /splits/val   lists of clip ids
 import Media
 
@@ -19,6 +20,10 @@ public enum DatasetLayout {
     public static let boxNames = ["face", "left_eye", "right_eye", "mouth"]
     public static let poseNames = ["pitch", "yaw", "roll", "tx", "ty", "tz", "scale"]
     public static let keypointCount = 21
+    /// Clip attribute naming how its boxes were made (`BoxesSource`).
+    public static let boxesSourceAttribute = "boxes_source"
+    /// Clip attribute: frames whose boxes were copied from the nearest frame with a detected face.
+    public static let boxesMissingAttribute = "boxes_missing_frames"
     /// zlib level for frames: level 4 is within a few percent of 9 in size at a fraction of the time.
     public static let frameDeflate = 4
 
@@ -107,6 +112,9 @@ public struct ClipInfo: Equatable, Sendable {
     public var source: String
     public var hasPose: Bool
     public var hasKeypoints: Bool
+    /// The `boxes_source` attribute: "mediapipe", "keypoints", "file", "template", "synthetic";
+    /// nil in files written before it was recorded.
+    public var boxesSource: String? = nil
 }
 
 /// One clip in memory, ready to be written: frames as T×H×W×3 bytes.
@@ -123,13 +131,15 @@ public struct ClipData: Sendable {
     public var pose: [Float]?
     /// T×21×3 floats, optional.
     public var keypoints: [Float]?
+    /// How the boxes were made (the `boxes_source` attribute), when known.
+    public var boxesSource: String?
 
     public var frameCount: Int { frames.count / max(1, width * height * 3) }
 
     public init(id: String, width: Int, height: Int, fps: Double, source: String, frames: [UInt8], boxes: [Float],
-                pose: [Float]? = nil, keypoints: [Float]? = nil) {
+                pose: [Float]? = nil, keypoints: [Float]? = nil, boxesSource: String? = nil) {
         self.id = id; self.width = width; self.height = height; self.fps = fps; self.source = source
-        self.frames = frames; self.boxes = boxes; self.pose = pose; self.keypoints = keypoints
+        self.frames = frames; self.boxes = boxes; self.pose = pose; self.keypoints = keypoints; self.boxesSource = boxesSource
     }
 
     public func frame(_ t: Int) throws -> RGBImage {

@@ -28,6 +28,10 @@ public final class DatasetReader: @unchecked Sendable {
         splits = summary.splits
         index = Dictionary(uniqueKeysWithValues: summary.clips.enumerated().map { ($1.id, $0) })
         logger.debug("opened \(path): \(clips.count) clips")
+        let guessed = clips.filter { $0.boxesSource == BoxesSource.template.rawValue }
+        if !guessed.isEmpty {
+            logger.warning("\(path): \(guessed.count) of \(clips.count) clips have template face/eye/mouth boxes (not measured on the frames; e.g. \(guessed[0].id)): the masked losses and the motion encoder's face crop use them")
+        }
     }
 
     public func info(_ id: String) throws -> ClipInfo {

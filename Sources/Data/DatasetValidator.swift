@@ -157,8 +157,14 @@ public enum DatasetValidator {
             default: problem(base, "missing attribute '\(name)'")
             }
         }
+        var boxesSource: String?
+        switch try? g.attribute(DatasetLayout.boxesSourceAttribute) {
+        case .some(let v) where v.stringValue != nil: boxesSource = v.stringValue
+        case .some(let v): problem(base, "attribute '\(DatasetLayout.boxesSourceAttribute)' is \(v), expected a string")
+        default: break
+        }
         guard problems.count == before else { return nil }
         return ClipInfo(id: id, frameCount: frames, width: width, height: height, fps: fps, source: source,
-                        hasPose: pose != nil, hasKeypoints: kps != nil)
+                        hasPose: pose != nil, hasKeypoints: kps != nil, boxesSource: boxesSource)
     }
 }

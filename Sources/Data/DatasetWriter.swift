@@ -119,7 +119,7 @@ public final class DatasetWriter {
         guard clip.boxes.count == t * 16 else {
             throw HDF5Error(file: path, object: DatasetLayout.clipPath(clip.id) + "/boxes", "\(clip.boxes.count) values for \(t) frames, expected \(t * 16)")
         }
-        try appender.finish(boxes: clip.boxes, pose: clip.pose, keypoints: clip.keypoints)
+        try appender.finish(boxes: clip.boxes, pose: clip.pose, keypoints: clip.keypoints, boxesSource: clip.boxesSource)
     }
 
     /// Starts a clip whose frames are appended one at a time (constant memory for long videos).
@@ -213,8 +213,11 @@ public final class ClipAppender {
         frameCount += 1
     }
 
-    /// Finishes the clip: trims the frames, writes boxes (T×16), optional pose (T×7) and keypoints (T×63).
-    public func finish(boxes: [Float], pose: [Float]? = nil, keypoints: [Float]? = nil) throws {
+    /// Finishes the clip: trims the frames, writes boxes (T×16), optional pose (T×7) and keypoints
+    /// (T×63), and records how the boxes were made (`boxesSource`) and how many frames had no face
+    /// of their own (`missingBoxes`).
+    public func finish(boxes: [Float], pose: [Float]? = nil, keypoints: [Float]? = nil, boxesSource: String? = nil,
+                       missingBoxes: Int? = nil) throws {
         let t = frameCount
         guard t > 0 else { throw HDF5Error(file: writer.path, object: group.path, "clip has no frames") }
         try frames.resize(to: [t, height, width, 3])
@@ -235,6 +238,8 @@ public final class ClipAppender {
             try group.writeDataset("keypoints", values: keypoints, shape: [t, k, 3])
         }
         // Attributes last: a clip without them is recognised as incomplete on resume.
+        if let boxesSource { try group.setAttribute(DatasetLayout.boxesSourceAttribute, boxesSource) }
+        if let missingBoxes { try group.setAttribute(DatasetLayout.boxesMissingAttribute, missingBoxes) }
         try group.setAttribute("fps", fps)
         try group.setAttribute("source", source)
         try group.setAttribute("width", width)

@@ -75,7 +75,7 @@ public enum SyntheticPortraits {
             boxes += groundTruthBoxes(identity, state, size: config.size).flat
         }
         return ClipData(id: id, width: config.size, height: config.size, fps: config.fps, source: "synthetic:seed=\(config.seed):clip=\(index)",
-                        frames: frames, boxes: boxes, pose: pose, keypoints: kps)
+                        frames: frames, boxes: boxes, pose: pose, keypoints: kps, boxesSource: BoxesSource.synthetic.rawValue)
     }
 
     /// Face (outline), eye and mouth boxes in pixels from the projected canonical outlines, clamped

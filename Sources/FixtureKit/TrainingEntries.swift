@@ -35,9 +35,13 @@ let stage1CaseClass = "train_stage1.py one training iteration (stage 1, image-le
 
 func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
     let cfg = c.config
-    let denoiser = try UNet3DConditionModel(cfg["denoising_unet"]!.decode(UNet3DConditionModel.Config.self))
+    func section(_ key: String) throws -> JSONValue {
+        guard let v = cfg[key] else { throw FixtureError("\(c.name): case.json config has no '\(key)'") }
+        return v
+    }
+    let denoiser = try UNet3DConditionModel(section("denoising_unet").decode(UNet3DConditionModel.Config.self))
     try denoiser.load(from: c.weights("weights.safetensors"))
-    let reference = try UNet2DConditionModel(cfg["reference_unet"]!.decode(UNet2DConditionModel.Config.self),
+    let reference = try UNet2DConditionModel(section("reference_unet").decode(UNet2DConditionModel.Config.self),
                                              withOutputLayers: false)
     // The reference UNet of PersonaLive has no conv_norm_out/conv_out.
     try reference.load(from: c.weights("weights_reference.safetensors"))
@@ -54,9 +58,12 @@ func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
     reference.train()
 
     var out: [String: Tensor] = [:]
-    let bankKeys = c.inputKeys.filter { $0.hasPrefix("in.bank_rand.block") }.sorted {
-        Int($0.dropFirst("in.bank_rand.block".count))! < Int($1.dropFirst("in.bank_rand.block".count))!
-    }
+    let bankKeys = try c.inputKeys.filter { $0.hasPrefix("in.bank_rand.block") }.map { key -> (Int, String) in
+        guard let j = Int(key.dropFirst("in.bank_rand.block".count)) else {
+            throw FixtureError("\(c.name): \(key): expected in.bank_rand.block<number>")
+        }
+        return (j, key)
+    }.sorted { $0.0 < $1.0 }.map(\.1)
     let draws = try bankKeys.map { try c.input($0) }
     let keepFraction = 1 - step.bankDropRatio
     for (j, d) in draws.enumerated() {
@@ -65,7 +72,9 @@ func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
     }
     let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
     let refGradKeys = (cfg["grad_ref_param_keys"]?.array ?? [.string("conv_in.weight")]).compactMap(\.string)
-    let variants = cfg["variants"]?.object ?? [:]
+    guard let variants = cfg["variants"]?.object, !variants.isEmpty else {
+        throw FixtureError("\(c.name): case.json config has no 'variants' (the dropout variants to run)")
+    }
     let denoiserParams = Dictionary(denoiser.namedParameters(), uniquingKeysWith: { a, _ in a })
     let referenceParams = Dictionary(reference.namedParameters(), uniquingKeysWith: { a, _ in a })
 

@@ -141,8 +141,9 @@ public struct FrontEnds {
     /// in [-1, 1] (resized to its input size): how far a generated head is from its driving pose.
     public func headAngles(_ images: Tensor) throws -> Tensor {
         try Torch.noGrad {
-            let d = try inDegrees(detect(images.to(model.device, model.dtype)))
-            return try Tensor.stack([d.pitch, d.yaw, d.roll].map { try $0.to(.float32).reshape([-1]) }, dim: 1)
+            let d = try detect(images.to(model.device, model.dtype))
+            let me = model.motionExtractor
+            return try Keypoints.headAngles(pitch: d.pitch, yaw: d.yaw, roll: d.roll, numBins: me.config.num_bins, idx: me.idx_tensor)
         }
     }
 

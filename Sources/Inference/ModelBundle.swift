@@ -188,13 +188,13 @@ public enum CheckpointModules {
         return cfg
     }
 
-    /// Builds a module from a checkpoint folder's config (`build` gets its `model:` section) and
-    /// loads `<key>.safetensors` strictly.
+    /// Builds a module from a checkpoint folder's config (`build` gets the whole config.yaml, its
+    /// `model:` section read in) and loads `<key>.safetensors` strictly.
     public static func load<M: Module>(folder path: String, key: String, what: String, logger: Logger,
                                        build: (JSONValue) throws -> M) throws -> M {
         guard !path.isEmpty else { throw InferenceError("\(what) is required") }
         let folder = URL(fileURLWithPath: path)
-        let m = try build(config(of: folder)["model"] ?? .object([:]))
+        let m = try build(config(of: folder))
         try m.load(from: SafeTensorsSource(path: folder.appendingPathComponent("\(key).safetensors").path))
         logger.info("loaded \(key) from \(path)")
         return m
@@ -348,12 +348,12 @@ struct RunFolderLoader {
         }
         let vae = try CheckpointModules.load(folder: str("vae_checkpoint"), key: "vae", what: "\(file): \(stage).vae_checkpoint",
                                              logger: logger) { m in
-            try AutoencoderKL(CheckpointModules.section(AutoencoderKL.Config.self, m, "vae", file: str("vae_checkpoint")))
+            try AutoencoderKL(CheckpointModules.section(AutoencoderKL.Config.self, m["model"], "vae", file: str("vae_checkpoint")))
         }
         sources.append("vae: \(str("vae_checkpoint"))")
         let extractor = try CheckpointModules.load(folder: str("motion_extractor_checkpoint"), key: "motion_extractor",
                                                    what: "\(file): \(stage).motion_extractor_checkpoint", logger: logger) { m in
-            try MotionExtractor(CheckpointModules.section(MotionExtractor.Config.self, m, "motion_extractor",
+            try MotionExtractor(CheckpointModules.section(MotionExtractor.Config.self, m["model"], "motion_extractor",
                                                           file: str("motion_extractor_checkpoint")))
         }
         sources.append("motion_extractor: \(str("motion_extractor_checkpoint"))")

@@ -15,7 +15,7 @@ enum FrozenNetworks {
     static func vae(_ config: TrainingConfig, path: String, section: String, precision: Precision,
                     logger: Logger) throws -> AutoencoderKL {
         let vae = try CheckpointModules.load(folder: path, key: "vae", what: "\(section).vae_checkpoint", logger: logger) { m in
-            try AutoencoderKL(ConfigLoader.section(AutoencoderKL.Config.self, m["vae"], name: "model.vae",
+            try AutoencoderKL(ConfigLoader.section(AutoencoderKL.Config.self, m["model"]?["vae"], name: "model.vae",
                                                    file: config.sourcePath))
         }
         try freeze(vae, precision)

@@ -120,7 +120,8 @@ public final class NamedOptimizer {
         self.spec = spec
         params = spec.parameters.filter { $0.1.requiresGrad }
         guard !params.isEmpty else { throw TrainingError.invalid("optimizer '\(spec.name)' has no trainable parameters") }
-        // One group with the configured decay, as the reference scripts' AdamW (no bias/norm split).
+        // Every trainable parameter decays, biases and norm weights included: the reference scripts
+        // give AdamW one group with the configured decay.
         adamw = try AdamW(groups: [ParamGroup(params: params.map(\.1), lr: spec.learningRate, weightDecay: spec.weightDecay)],
                           betas: spec.betas, eps: spec.eps)
         schedule = try LRSchedule(kind: spec.lrScheduler, baseLR: spec.learningRate, warmupSteps: spec.lrWarmupSteps,

@@ -171,7 +171,7 @@ public final class Stage1: PairFedStage, TrainingStage {
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
             let me = try CheckpointModules.load(folder: section.motion_extractor_checkpoint, key: "motion_extractor",
                                                 what: "stage1.motion_extractor_checkpoint", logger: logger) { m in
-                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["motion_extractor"],
+                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["model"]?["motion_extractor"],
                                                          name: "model.motion_extractor", file: file))
             }
             try FrozenNetworks.freeze(me, precision)
@@ -374,8 +374,7 @@ public final class Stage1: PairFedStage, TrainingStage {
 
         // Pixel MSE inside the face box between the generated image and the driving frame, and the
         // same for the VAE-decoded reference (what a model that ignores the driving pose scores).
-        let maskSum = max(1, try b.faceMask.sum().item() * 3)
-        func faceMSE(_ x: Tensor) throws -> Double { try ((x - b.target).square() * b.faceMask).sum().item() / maskSum }
+        func faceMSE(_ x: Tensor) throws -> Double { try ValidationMetrics.faceMSE(x, b.target, faceMask: b.faceMask) }
         let decodedReference = try decode(cond.referenceLatent)
         let s = b.target.shape
         let grid = try gridImage([b.reference, b.target, cond.canvas * 2 - 1, generated])
@@ -468,7 +467,7 @@ public final class Stage1: PairFedStage, TrainingStage {
 
     /// Mean absolute difference in degrees between head angles (N, 3) (or (1, 3), broadcast).
     func poseError(_ angles: Tensor, _ driving: Tensor) throws -> Double {
-        try (angles - driving).abs().mean().item()
+        try ValidationMetrics.poseError(angles, driving)
     }
 
     /// DDIM sampling from pure noise with the reference bank written once; one pose/motion

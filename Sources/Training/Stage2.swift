@@ -252,7 +252,7 @@ public final class Stage2: PairFedStage, TrainingStage {
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
             let me = try CheckpointModules.load(folder: section.motion_extractor_checkpoint, key: "motion_extractor",
                                                 what: "stage2.motion_extractor_checkpoint", logger: logger) { m in
-                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["motion_extractor"],
+                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["model"]?["motion_extractor"],
                                                          name: "model.motion_extractor", file: file))
             }
             try FrozenNetworks.freeze(me, precision)

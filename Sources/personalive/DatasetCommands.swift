@@ -5,6 +5,7 @@ import Data
 import Foundation
 import Logging
 import Media
+import Training
 
 struct DatasetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,13 +66,20 @@ struct DatasetCommand: ParsableCommand {
 
     struct Build: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Build a dataset from videos: decode, resample, square-crop, resize, write clips with boxes.",
+            abstract: "Build a dataset from videos: decode, resample, measure face boxes, square-crop, resize, write clips with boxes.",
             discussion: """
-                Videos that fail to decode are reported and skipped. Re-running resumes: clips already \
-                written (in the finished file or in an interrupted run's partial file) are kept. The output \
-                appears only when the build is complete. --crop takes 'center' or a JSON file mapping video \
-                names to {"crop": [x1,y1,x2,y2], "boxes": [[face],[left eye],[right eye],[mouth]]} (boxes may \
-                also be given per output frame); without boxes, boxes of a face-centred portrait are stored.
+                --boxes mediapipe (the default) runs MediaPipe FaceMesh on every frame (in the project's \
+                Python: `make deps` installs mediapipe==0.10.14 into .venv), crops a square of 1.8× the \
+                median face size around the clip's faces (kept inside the frame) and stores face, eye and mouth boxes in the \
+                cropped frame's pixels. A clip with no face in more than --max-missing-faces of its frames \
+                is skipped and named; other frames without a face take the nearest frame's boxes. \
+                --boxes template stores the same guessed boxes in every frame (centre crop), with a \
+                warning; each clip records its boxes' source (attribute boxes_source). Videos that fail to \
+                decode are reported and skipped. Re-running resumes: clips already written (in the finished \
+                file or in an interrupted run's partial file) are kept. The output appears only when the \
+                build is complete. --crop takes 'center' or a JSON file mapping video names to \
+                {"crop": [x1,y1,x2,y2], "boxes": [[face],[left eye],[right eye],[mouth]]} (boxes may also \
+                be given per output frame); listed videos take their boxes from it.
                 """)
 
         @Option(parsing: .upToNextOption, help: "Video files and/or directories (searched recursively).") var videos: [String]
@@ -79,13 +87,33 @@ struct DatasetCommand: ParsableCommand {
         @Option(help: "Output frame size (square).") var size: Int = 512
         @Option(help: "Output frame rate.") var fps: Double = 25
         @Option(help: "'center' or a boxes JSON file.") var crop: String = "center"
+        @Option(help: "Where boxes come from: mediapipe (FaceMesh on every frame), keypoints (needs --motion-extractor) or template (guessed; recorded as such).")
+        var boxes: String = "mediapipe"
+        @Option(help: "Motion-extractor checkpoint folder for --boxes keypoints (a `personalive train` motion_extractor run).")
+        var motionExtractor: String?
+        @Option(help: "Python with mediapipe for --boxes mediapipe (default: $PERSONALIVE_PYTHON, then .venv/bin/python).")
+        var python: String?
+        @Option(help: "Skip a clip when no face is found in more than this fraction of its frames.")
+        var maxMissingFaces: Double = 0.2
         @Option(help: "Fraction of clips in the validation split.") var valFraction: Double = 0.1
         @OptionGroup var global: GlobalOptions
+
+        var boxesSource: BoxesSource? {
+            [BoxesSource.mediapipe, .keypoints, .template].first { $0.rawValue == boxes }
+        }
 
         func validate() throws {
             guard !videos.isEmpty else { throw ValidationError("--videos needs at least one file or directory") }
             guard size >= 16 else { throw ValidationError("--size must be at least 16") }
             guard fps > 0 else { throw ValidationError("--fps must be positive") }
+            guard boxesSource != nil else { throw ValidationError("--boxes must be mediapipe, keypoints or template, got '\(boxes)'") }
+            if boxesSource == .keypoints && motionExtractor == nil {
+                throw ValidationError("--boxes keypoints needs --motion-extractor CHECKPOINT_FOLDER")
+            }
+            if boxesSource != .keypoints && motionExtractor != nil {
+                throw ValidationError("--motion-extractor is only used with --boxes keypoints")
+            }
+            guard (0...1).contains(maxMissingFaces) else { throw ValidationError("--max-missing-faces must be in 0...1") }
             if crop != "center" && !FileManager.default.fileExists(atPath: crop) {
                 throw ValidationError("--crop must be 'center' or an existing boxes JSON file, got '\(crop)'")
             }
@@ -93,15 +121,28 @@ struct DatasetCommand: ParsableCommand {
 
         func run() throws {
             let logger = try global.setUp(label: "dataset")
-            let options = BuildOptions(inputs: videos, output: out, size: size, fps: fps,
-                                       crop: crop == "center" ? .center : .boxes(crop), valFraction: valFraction)
+            let source = boxesSource!
+            let options = BuildOptions(inputs: videos, output: out, boxes: source, size: size, fps: fps,
+                                       crop: crop == "center" ? .center : .boxes(crop), valFraction: valFraction,
+                                       maxMissingFaces: maxMissingFaces)
+            let detector: FaceBoxDetector?
+            switch source {
+            case .mediapipe: detector = try MediaPipeFaceMesh(python: python, logger: logger)
+            case .keypoints: detector = try KeypointFaceBoxes(checkpoint: motionExtractor!, logger: logger)
+            default: detector = nil
+            }
             let bar = ProgressBar(label: "build")
-            let report = try DatasetBuilder(options: options, logger: logger).run { p in
+            let report = try DatasetBuilder(options: options, detector: detector, logger: logger).run { p in
                 bar.update(done: p.framesDone, total: p.framesTotal, unit: "frames",
                            note: "\(p.videoIndex + 1)/\(p.videoCount) \(URL(fileURLWithPath: p.file).lastPathComponent)", eta: p.eta)
             }
             bar.finish()
             print("wrote \(out): \(report.kept.count + report.written.count) clips (\(report.written.count) new, \(report.kept.count) kept), \(report.framesWritten) new frames; train \(report.train.count), val \(report.val.count)")
+            if !report.framesWithoutFace.isEmpty {
+                let total = report.framesWithoutFace.values.reduce(0, +)
+                let clips = report.framesWithoutFace.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print("frames without a face (boxes from the nearest frame with one): \(total)" + (clips.isEmpty ? "" : " (\(clips.joined(separator: ", ")))"))
+            }
             if !report.skipped.isEmpty {
                 print("skipped \(report.skipped.count) file(s):")
                 for s in report.skipped { print("  \(s.file): \(s.reason)") }
@@ -117,10 +158,13 @@ struct DatasetCommand: ParsableCommand {
 
         @Argument(help: "HDF5 dataset file.") var file: String
         @Flag(help: "List every clip.") var clips = false
+        @Option(help: "Write a PNG frame grid with every frame's boxes drawn (face white, eyes and mouth yellow).")
+        var grid: String?
+        @Option(help: "Frames per clip in the grid.") var gridColumns: Int = 6
         @OptionGroup var global: GlobalOptions
 
         func run() throws {
-            _ = try global.setUp(label: "dataset")
+            let logger = try global.setUp(label: "dataset")
             let f: HDF5File
             do { f = try HDF5File(path: file) } catch {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -144,13 +188,24 @@ struct DatasetCommand: ParsableCommand {
                 let seconds = cs.reduce(0.0) { $0 + Double($1.frameCount) / $1.fps }
                 print(String(format: "duration: %.1f s", seconds))
                 print("ground truth: pose in \(cs.filter(\.hasPose).count) clips, keypoints in \(cs.filter(\.hasKeypoints).count) clips")
+                let sources = Dictionary(grouping: cs, by: { $0.boxesSource ?? "unrecorded" })
+                    .map { "\($0.key) (\($0.value.count))" }.sorted()
+                print("boxes: \(sources.joined(separator: ", "))")
+                if cs.contains(where: { $0.boxesSource == BoxesSource.template.rawValue }) {
+                    print("warning: template boxes are guessed, not measured: rebuild with --boxes mediapipe")
+                }
             }
             let splits = DatasetLayout.splitNames.map { "\($0) \(summary.splits[$0].map { String($0.count) } ?? "missing")" }
             print("splits: \(splits.joined(separator: ", "))")
             if clips {
                 for c in cs {
-                    print("  \(c.id): \(c.frameCount) frames \(c.width)×\(c.height) @ \(Self.number(c.fps)) fps\(c.hasPose ? ", pose" : "")\(c.hasKeypoints ? ", keypoints" : "")  ← \(c.source)")
+                    print("  \(c.id): \(c.frameCount) frames \(c.width)×\(c.height) @ \(Self.number(c.fps)) fps, boxes \(c.boxesSource ?? "unrecorded")\(c.hasPose ? ", pose" : "")\(c.hasKeypoints ? ", keypoints" : "")  ← \(c.source)")
                 }
+            }
+            if summary.isValid, let grid {
+                let image = try DatasetGrid.render(DatasetReader(path: file, logger: logger), columns: gridColumns)
+                try ImageIO.write(image, to: grid)
+                print("grid: \(grid) (\(cs.count) clips × \(gridColumns) frames, boxes drawn)")
             }
             if summary.isValid {
                 print("layout: OK")

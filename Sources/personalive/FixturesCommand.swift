@@ -1,4 +1,4 @@
-// FixturesCommand.swift — `personalive fixtures check DIR [--case NAME]`.
+// FixturesCommand.swift — `personalive fixtures check DIR [--case NAME] [--not-implemented NAME,...]`.
 import ArgumentParser
 import FixtureKit
 import Foundation
@@ -18,6 +18,11 @@ struct FixturesCommand: ParsableCommand {
         @Option(name: .customLong("case"), help: "Run only the case folder with this name.")
         var caseName: String?
 
+        @Option(help: ArgumentHelp(
+            "Case folders whose capability is not built yet (comma-separated, repeatable): reported NOT IMPLEMENTED instead of ERROR.",
+            discussion: "Each must be under DIR and have no registered entry; otherwise it is an ERROR, so the list shrinks as cases land."))
+        var notImplemented: [String] = []
+
         @Flag(help: "Print every output's error, not only the worst.")
         var verbose = false
 
@@ -25,7 +30,10 @@ struct FixturesCommand: ParsableCommand {
 
         func run() throws {
             let logger = try global.setUp(label: "fixtures")
-            let results = try FixtureRunner(logger: logger).run(root: URL(fileURLWithPath: directory), caseName: caseName)
+            let listed = Set(notImplemented.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty })
+            let results = try FixtureRunner(logger: logger).run(root: URL(fileURLWithPath: directory), caseName: caseName,
+                                                                notImplemented: listed)
             let width = max(24, (results.map(\.name.count).max() ?? 0) + 2)
             print("case".padding(toLength: width, withPad: " ", startingAt: 0) + "max abs err  tolerance  result")
             for r in results {
@@ -42,8 +50,10 @@ struct FixturesCommand: ParsableCommand {
                 }
                 if let m = r.message, r.status != .pass { print("    \(m)") }
             }
-            let bad = results.filter { $0.status != .pass }
-            print("\(results.count - bad.count) passed, \(bad.count) failed")
+            let missing = results.filter { $0.status == .notImplemented }
+            let bad = results.filter { $0.status != .pass && $0.status != .notImplemented }
+            print("\(results.count - bad.count - missing.count) passed, \(bad.count) failed"
+                  + (missing.isEmpty ? "" : ", \(missing.count) not implemented (\(missing.map(\.name).joined(separator: ", ")))"))
             if !bad.isEmpty { throw ExitCode(1) }
         }
     }

@@ -1,5 +1,7 @@
-// FixtureRunnerTests.swift — the data-driven parity run: every case under the fixtures root
-// whose module is registered must pass; the runner must also fail loudly when it should.
+// FixtureRunnerTests.swift — the data-driven parity run: every case folder under the fixtures root
+// runs and must pass, except those named in Tests/not-implemented-fixtures.txt (reported as known
+// issues by name, and they must not be registered); an empty root fails; the runner and the CLI
+// must also fail loudly when they should (unknown module, bad config, no outputs, stale list).
 import Foundation
 import Logging
 import Testing
@@ -9,12 +11,19 @@ import Torch
 @Suite struct FixtureRunnerTests {
     let runner = FixtureRunner(logger: Logger(label: "test"))
 
-    static func registeredCases() -> [String] {
-        let dirs = (try? FixtureRunner.discover(root: TestPaths.fixtures)) ?? []
-        return dirs.filter { dir in
-            guard let c = try? FixtureCase(directory: dir) else { return true }  // unreadable: must error loudly
-            return FixtureRegistry.entry(for: c.moduleClass) != nil
-        }.map(\.path)
+    /// The not-implemented list, Tests/not-implemented-fixtures.txt (the Makefile passes the same
+    /// file to `fixtures check`): case folder names, one a line, '#' comments.
+    static func notImplemented() throws -> Set<String> {
+        let url = TestPaths.packageRoot.appendingPathComponent("Tests/not-implemented-fixtures.txt")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        return Set(text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") })
+    }
+
+    /// Every case folder under the fixtures root; an unreadable or empty root is a failure of
+    /// `everyCaseFolderRuns` (and an empty argument list here).
+    static func allCases() -> [String] {
+        ((try? FixtureRunner.discover(root: TestPaths.fixtures)) ?? []).map(\.path)
     }
 
     /// Cases whose tolerance is below what float32 can resolve against a reference computed with
@@ -26,9 +35,37 @@ import Torch
                              + "ours is correctly rounded"),
     ]
 
-    @Test("every registered fixture case passes", arguments: registeredCases())
-    func registeredCasePasses(path: String) {
-        let r = runner.run(directory: URL(fileURLWithPath: path))
+    @Test("the fixture root holds every family, and the not-implemented list names only cases under it")
+    func everyCaseFolderRuns() throws {
+        let dirs = try FixtureRunner.discover(root: TestPaths.fixtures)
+        let names = Set(dirs.map(\.lastPathComponent))
+        #expect(dirs.count >= 20, "\(TestPaths.fixtures.path): only \(dirs.count) case folders")
+        for family in ["diffusers", "personalive", "streaming", "training"] {
+            #expect(dirs.contains { $0.deletingLastPathComponent().lastPathComponent == family }, "no \(family)/ cases")
+        }
+        let listed = try Self.notImplemented()
+        #expect(listed.isSubset(of: names), "listed but not under the root: \(listed.subtracting(names).sorted())")
+        // An empty root is an error, not zero cases.
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("fx-empty-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: empty) }
+        #expect(throws: FixtureError.self) { try runner.run(root: empty) }
+    }
+
+    @Test("every fixture case passes or is listed as not implemented", arguments: allCases())
+    func casePasses(path: String) throws {
+        let name = URL(fileURLWithPath: path).lastPathComponent
+        let listed = try Self.notImplemented()
+        let r = runner.run(directory: URL(fileURLWithPath: path), notImplemented: listed)
+        if listed.contains(name) {
+            // Reported by name; once its entry is registered the result is ERROR and this fails
+            // until the name leaves Tests/not-implemented-fixtures.txt.
+            #expect(r.status == .notImplemented, "\(name): \(r.status.rawValue) \(r.message ?? "")")
+            withKnownIssue("\(name): not implemented yet (Tests/not-implemented-fixtures.txt)") {
+                Issue.record("\(name) not implemented")
+            }
+            return
+        }
         #expect(!r.comparisons.isEmpty, "\(r.name): \(r.message ?? "")")
         if let known = Self.knownDeviations[r.name], r.status == .fail {
             for c in r.comparisons where !c.passed {
@@ -39,6 +76,17 @@ import Torch
             return
         }
         #expect(r.status == .pass, "\(r.name): \(r.message ?? "") \(r.comparisons.map { "\($0.key)=\($0.maxAbsError)" })")
+    }
+
+    @Test("a listed case that is registered, and a listed name with no folder, are errors")
+    func staleListEntries() throws {
+        let root = try #require(try FixtureRunner.discover(root: TestPaths.fixtures).first { $0.lastPathComponent == "resnet_block_tiny" })
+        let r = runner.run(directory: root, notImplemented: ["resnet_block_tiny"])
+        #expect(r.status == .error)
+        #expect(r.message?.contains("remove it from the list") == true)
+        let results = try runner.run(root: root, notImplemented: ["no_such_case"])
+        let stale = try #require(results.first { $0.name == "no_such_case" })
+        #expect(stale.status == .error && stale.message?.contains("no case folder") == true)
     }
 
     @Test("the Foundation cases are found, registered and pass")
@@ -121,6 +169,32 @@ import Torch
         #expect(r2.message?.contains("temb_channels") == true)
     }
 
+    @Test("a case with no outputs and a training case with a malformed config are ERROR rows, not passes or crashes")
+    func malformedCasesAreErrors() throws {
+        let noOutputs = try tamperedCopy("resnet_block_tiny") { _ in }
+        defer { try? FileManager.default.removeItem(at: noOutputs.deletingLastPathComponent()) }
+        let io = noOutputs.appendingPathComponent("io.safetensors")
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: io.path)
+        let file = try SafeTensorsFile(path: io.path)
+        let inputs = try file.keys.filter { !$0.hasPrefix("out.") }.map { ($0, try file.tensor($0)) }
+        try SafeTensors.write(inputs, to: io.path)
+        let r1 = runner.run(directory: noOutputs)
+        #expect(r1.status == .error)
+        #expect(r1.message?.contains("no out.* tensors") == true, "\(r1.message ?? "")")
+
+        for (key, message) in [("denoising_unet", "no 'denoising_unet'"), ("variants", "no 'variants'")] {
+            let bad = try tamperedCopy("stage1_step_tiny") { json in
+                var config = json["config"] as? [String: Any] ?? [:]
+                config[key] = nil
+                json["config"] = config
+            }
+            defer { try? FileManager.default.removeItem(at: bad.deletingLastPathComponent()) }
+            let r = runner.run(directory: bad)
+            #expect(r.status == .error, "\(key): \(r.status.rawValue)")
+            #expect(r.message?.contains(message) == true, "\(key): \(r.message ?? "")")
+        }
+    }
+
     @Test("the CLI exits non-zero when a case fails")
     func cliExitCode() throws {
         let dir = try tamperedCopy("resnet_block_tiny") { json in json["tolerance"] = 1e-12 }
@@ -138,5 +212,32 @@ import Torch
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(p.terminationStatus != 0)
         #expect(text.contains("FAIL"))
+    }
+
+    @Test("the CLI reports listed cases NOT IMPLEMENTED and exits 0 only with the list")
+    func cliNotImplemented() throws {
+        let dir = try #require(try FixtureRunner.discover(root: TestPaths.fixtures).first { $0.lastPathComponent == "stream_loop_tiny" })
+        let bin = try #require(TestPaths.personaliveBinary, "build the personalive product first (make test does)")
+        func check(_ extra: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = bin
+            p.arguments = ["fixtures", "check", dir.path] + extra
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        if try Self.notImplemented().contains("stream_loop_tiny") {
+            let (s1, o1) = try check([])
+            #expect(s1 != 0 && o1.contains("ERROR"), "\(o1)")
+            let (s2, o2) = try check(["--not-implemented", "stream_loop_tiny,"])
+            #expect(s2 == 0 && o2.contains("NOT IMPLEMENTED") && o2.contains("1 not implemented (stream_loop_tiny)"), "\(o2)")
+        } else {
+            let (s3, o3) = try check(["--not-implemented", "stream_loop_tiny"])
+            #expect(s3 != 0 && o3.contains("remove it from the list"), "\(o3)")
+        }
     }
 }

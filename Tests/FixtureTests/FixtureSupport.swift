@@ -18,6 +18,16 @@ enum TestPaths {
         return packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
     }
 
+    /// $PERSONALIVE_PYTHON, else .venv/bin/python in the package; a missing one fails the calling
+    /// test (`make test` always installs it), so no check passes having checked nothing.
+    static func requirePython(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        let python = ProcessInfo.processInfo.environment["PERSONALIVE_PYTHON"]
+            ?? packageRoot.appendingPathComponent(".venv/bin/python").path
+        try #require(FileManager.default.isExecutableFile(atPath: python),
+                     "no Python at \(python): set PERSONALIVE_PYTHON or run `make venv`", sourceLocation: sourceLocation)
+        return python
+    }
+
     /// The `personalive` binary built beside this test bundle (same scratch path and LibTorch).
     static var personaliveBinary: URL? {
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()

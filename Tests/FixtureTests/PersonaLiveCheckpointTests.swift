@@ -161,10 +161,7 @@ import Torch
         #expect(PersonaLiveCheckpoints.section(for: .poseGuider, in: marked) == .object(["block_out_channels": .array([.number(4)])]))
 
         let manifests = TestPaths.fixtures.appendingPathComponent("manifests")
-        guard FileManager.default.fileExists(atPath: manifests.path) else {
-            print("skipped the manifest comparison: no \(manifests.path)")
-            return
-        }
+        try #require(FileManager.default.fileExists(atPath: manifests.path), "no \(manifests.path) (set PERSONALIVE_FIXTURES)")
         let files: [(CheckpointKind, String)] = [
             (.denoisingUNet, "personalive_denoising_unet"), (.referenceUNet, "personalive_reference_unet"),
             (.poseGuider, "personalive_pose_guider"), (.motionEncoder, "personalive_motion_encoder"),
@@ -470,12 +467,7 @@ import Torch
     /// are created from our safetensors file's key list; values compared with safetensors.torch.
     /// Also writes a nested {"state_dict": {...}} file that the Swift importer must read.
     func pytorchLoadsStrictly(_ pairs: [(String, String)], tmp: TempDir, model: String) throws {
-        let python = ProcessInfo.processInfo.environment["PERSONALIVE_PYTHON"]
-            ?? TestPaths.packageRoot.appendingPathComponent(".venv/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            print("skipped the PyTorch strict-load check: no Python at \(python) (set PERSONALIVE_PYTHON)")
-            return
-        }
+        let python = try TestPaths.requirePython()
         let script = """
             import sys, torch
             from safetensors.torch import load_file
@@ -530,10 +522,6 @@ import Torch
         try p.run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
-        if p.terminationStatus != 0, out.contains("No module named") {
-            print("skipped the PyTorch strict-load check: \(python) lacks torch or safetensors:\n\(out)")
-            return
-        }
         #expect(p.terminationStatus == 0, "\(out)")
         #expect(out.components(separatedBy: "OK ").count - 1 == pairs.count, "\(out)")
         // Plain torch.load (weights_only=True, the default since torch 2.6) must read our files:
@@ -549,12 +537,9 @@ import Torch
         try Self.expectEqual(got, try want.keys.map { ($0, try want.tensor($0)) }, "nested")
     }
 
-    @Test("PersonaLiveCheckpoint: the personalive CLI imports and exports (skipped without the binary)")
+    @Test("PersonaLiveCheckpoint: the personalive CLI imports and exports")
     func cli() throws {
-        guard let exe = TestPaths.personaliveBinary?.path else {
-            print("skipped: no personalive binary beside the tests")
-            return
-        }
+        let exe = try #require(TestPaths.personaliveBinary?.path, "build the personalive product first (make test does)")
         let tmp = try TempDir()
         let cfg = try Self.writeTinyConfig(tmp)
         try Pth.save(try Self.standIn(.poseGuider), to: tmp.path("pose_guider.pth"))

@@ -19,23 +19,19 @@ import Torch
         try manifest.expectTotals(of: model)
     }
 
-    static var manifestsPresent: Bool {
-        FileManager.default.fileExists(atPath: TestPaths.fixtures.appendingPathComponent("manifests/personalive_pose_guider.json").path)
-    }
-
-    @Test("PoseGuider matches personalive_pose_guider.json", .enabled(if: manifestsPresent))
+    @Test("PoseGuider matches personalive_pose_guider.json")
     func poseGuider() throws {
         let m = try ParameterInit.uninitialized { try PoseGuider() }
         try Self.expectMatches(m, "personalive_pose_guider.json")
     }
 
-    @Test("MotionEncoder matches personalive_motion_encoder.json", .enabled(if: manifestsPresent))
+    @Test("MotionEncoder matches personalive_motion_encoder.json")
     func motionEncoder() throws {
         let m = try ParameterInit.uninitialized { try MotionEncoder() }
         try Self.expectMatches(m, "personalive_motion_encoder.json")
     }
 
-    @Test("MotionExtractor matches personalive_motion_extractor.json", .enabled(if: manifestsPresent))
+    @Test("MotionExtractor matches personalive_motion_extractor.json")
     func motionExtractor() throws {
         let m = try ParameterInit.uninitialized { try MotionExtractor() }
         try Self.expectMatches(m, "personalive_motion_extractor.json")

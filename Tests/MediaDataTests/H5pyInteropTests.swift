@@ -1,27 +1,22 @@
 // H5pyInteropTests.swift — files we write are read by h5py with the values we wrote, and a dataset
 // h5py writes (default libver, the way users build datasets in Python) is read and validated here.
-// Skipped with a printed reason when no Python with h5py is available ($PERSONALIVE_PYTHON or
-// .venv/bin/python).
+// A missing Python with h5py ($PERSONALIVE_PYTHON or .venv/bin/python) fails them.
 import Foundation
 import Testing
 @testable import Data
 
 @Suite("h5py interop")
 struct H5pyInteropTests {
-    /// The interpreter, when it can import h5py.
-    static let python: String? = {
-        guard let py = TestSupport.python else {
-            print("h5py interop skipped: no Python at $PERSONALIVE_PYTHON or .venv/bin/python (run `make .venv`)")
-            return nil
-        }
-        guard let (status, _) = try? TestSupport.run(py, ["-c", "import h5py, numpy"]), status == 0 else {
-            print("h5py interop skipped: \(py) cannot import h5py and numpy")
-            return nil
-        }
+    /// The interpreter; a missing one, or one that cannot import h5py, fails the calling test
+    /// (`make test` always installs it), so no check passes having checked nothing.
+    static func python() throws -> String {
+        let py = try #require(TestSupport.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (run `make venv`)")
+        let (status, out) = try TestSupport.run(py, ["-c", "import h5py, numpy"])
+        try #require(status == 0, "\(py) cannot import h5py and numpy: \(out)")
         return py
-    }()
+    }
 
-    @Test(.enabled(if: python != nil, "needs Python with h5py"))
+    @Test
     func h5pyReadsWhatWeWrite() throws {
         let dir = TestSupport.TempDir()
         let p = dir.file("ours.h5")
@@ -44,7 +39,7 @@ struct H5pyInteropTests {
         }
         print(json.dumps(out))
         """
-        let (status, text) = try TestSupport.run(H5pyInteropTests.python!, ["-c", script, p])
+        let (status, text) = try TestSupport.run(try H5pyInteropTests.python(), ["-c", script, p])
         #expect(status == 0, "\(text)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "\(text)")
         #expect(json["format"] as? String == "personalive-dataset")
@@ -69,7 +64,7 @@ struct H5pyInteropTests {
         #expect(json["b_members"] as? [String] == ["boxes", "frames"])
     }
 
-    @Test(.enabled(if: python != nil, "needs Python with h5py"))
+    @Test
     func weReadWhatH5pyWrites() throws {
         let dir = TestSupport.TempDir()
         let p = dir.file("theirs.h5")
@@ -93,7 +88,7 @@ struct H5pyInteropTests {
             f.create_dataset("splits/train", data=np.array([b"v0"], dtype="S8"))
             f.create_dataset("splits/val", data=["v1"], dtype=h5py.string_dtype())
         """
-        let (status, text) = try TestSupport.run(H5pyInteropTests.python!, ["-c", script, p])
+        let (status, text) = try TestSupport.run(try H5pyInteropTests.python(), ["-c", script, p])
         #expect(status == 0, "\(text)")
         let r = try DatasetReader(path: p)
         #expect(r.clips.map(\.id) == ["v0", "v1"])
@@ -110,7 +105,7 @@ struct H5pyInteropTests {
         let ours = dir.file("copy.h5")
         try writeTestDataset(ours, clips: [try r.clip("v0"), try r.clip("v1")])
         let check = "import h5py,sys; f=h5py.File(sys.argv[1]); print(int(f['clips/v1/frames'][5,9,15,2]), f['clips/v0'].attrs['source'])"
-        let (s2, out2) = try TestSupport.run(H5pyInteropTests.python!, ["-c", check, ours])
+        let (s2, out2) = try TestSupport.run(try H5pyInteropTests.python(), ["-c", check, ours])
         #expect(s2 == 0)
         let last = (6 * 10 * 16 * 3 - 1) % 251
         #expect(out2.trimmingCharacters(in: .whitespacesAndNewlines) == "\(last) /videos/v0.mp4")

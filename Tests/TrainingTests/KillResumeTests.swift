@@ -15,10 +15,20 @@ import Torch
                                                                   atomically: true, encoding: .utf8)
         let bin = try #require(TrainingTestPaths.binary)
         let manager = CheckpointManager(root: dir.appendingPathComponent("Checkpoints/vae"), keepLast: 3)
-        var kills = 0, lastStep = -1
-        // Kill at staggered delays: early (model building), mid-run and, with a checkpoint every
-        // step, very likely in the middle of writing one.
-        for delay in [0.3, 1.5, 2.2, 3.1, 2.7] {
+        let metricsURL = dir.appendingPathComponent("Experiments/vae/metrics.jsonl")
+        func loggedSteps() -> Int { MetricsLog.read(metricsURL).count }
+        func writingCheckpoint() -> Bool {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: manager.root.path)) ?? []
+            return names.contains { $0.hasPrefix(".tmp-") }
+        }
+        var lastStep = -1
+        // Kill points chosen by the run's progress, not by wall-clock delays, so every run is
+        // killed on any machine: right after the start (model building), after a few more logged
+        // steps (mid-run), and as soon as a checkpoint is seen being written (with one every step,
+        // a temporary checkpoint folder shows up within a step or two).
+        enum KillPoint { case atStart, afterSteps(Int), whileWritingCheckpoint }
+        for point in [KillPoint.atStart, .afterSteps(3), .whileWritingCheckpoint, .afterSteps(5), .whileWritingCheckpoint] {
+            let before = loggedSteps()
             let p = Process()
             p.executableURL = bin
             p.arguments = ["train", "vae.yaml", "--resume", "latest"]
@@ -26,12 +36,19 @@ import Torch
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
-            Thread.sleep(forTimeInterval: delay)
-            if p.isRunning {
-                kill(p.processIdentifier, SIGKILL)
-                kills += 1
+            let deadline = Date().addingTimeInterval(120)
+            func reached() -> Bool {
+                switch point {
+                case .atStart: return true
+                case .afterSteps(let n): return loggedSteps() >= before + n
+                case .whileWritingCheckpoint: return writingCheckpoint() || loggedSteps() >= before + 10
+                }
             }
+            while p.isRunning && !reached() && Date() < deadline { usleep(1_000) }
+            #expect(p.isRunning, "\(point): the run ended before it could be killed (\(loggedSteps()) of \(steps) steps logged)")
+            kill(p.processIdentifier, SIGKILL)
             p.waitUntilExit()
+            #expect(p.terminationReason == .uncaughtSignal, "\(point): not killed")
             // Every checkpoint folder that exists is complete and loadable.
             for c in manager.list() {
                 let state = try CheckpointManager.readState(c.url)
@@ -44,7 +61,7 @@ import Torch
             #expect(newest >= lastStep, "checkpoints went backwards: \(lastStep) → \(newest)")
             lastStep = newest
         }
-        #expect(kills >= 3, "the runs finished before they could be killed; make the test run longer")
+        #expect(lastStep < steps, "the killed runs finished the training")
         let (status, out) = try runCLI(["train", "vae.yaml", "--resume", "latest"], in: dir)
         #expect(status == 0, "\(out)")
         #expect(manager.list().last?.step == steps)

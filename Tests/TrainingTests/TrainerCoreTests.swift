@@ -159,13 +159,7 @@ func losses(_ dir: URL) -> [Double] {
     }
 
     @Test func checkpointLoadsInPyTorch() throws {
-        let python = ProcessInfo.processInfo.environment["PERSONALIVE_PYTHON"]
-            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent(".venv/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            print("skipped: no Python with torch at \(python) (make venv creates it)")
-            return
-        }
+        let python = try #require(TrainingTestPaths.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (make venv creates it)")
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let stage = try RegressionStage()

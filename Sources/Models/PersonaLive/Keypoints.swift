@@ -80,6 +80,13 @@ public enum Keypoints {
         return try prob.matmul(index) * 3 - 1.5 * Double(numBins - 1)
     }
 
+    /// Pitch, yaw and roll in degrees, (N, 3) float32, from bin logits (N, numBins) or degrees (N,).
+    public static func headAngles(pitch: Tensor, yaw: Tensor, roll: Tensor, numBins: Int = 66, idx: Tensor? = nil) throws -> Tensor {
+        try Tensor.stack([pitch, yaw, roll].map {
+            try degrees($0.to(.float32), numBins: numBins, idx: idx?.to(.float32)).reshape([-1])
+        }, dim: 1)
+    }
+
     /// (N, 3, 3) = (Rz(roll) · Ry(yaw) · Rx(pitch))ᵀ from angles in degrees, (N,) or (N, 1).
     /// Row vectors are rotated as k · R.
     public static func rotationMatrix(pitch: Tensor, yaw: Tensor, roll: Tensor) throws -> Tensor {
