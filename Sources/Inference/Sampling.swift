@@ -21,9 +21,25 @@ public enum Sampling {
                             device: Device, logger: Logger, eps: (Tensor, Tensor) throws -> Tensor) throws -> Tensor {
         let sampler = try DDIMScheduler(config)
         try sampler.setTimesteps(steps)
-        var latents = try Tensor.randn(shape, generator: g, device: device)
-        for t in sampler.timesteps {
-            let e = try eps(latents, Tensor.full([shape[0]], Double(t), dtype: .int64, device: device))
+        return try loop(sampler, timesteps: sampler.timesteps, start: Tensor.randn(shape, generator: g, device: device),
+                        logger: logger, eps: eps)
+    }
+
+    /// DDIM from `noise` over explicit `timesteps` with PersonaLive's step length t₀ − t₁
+    /// (`set_step_length`: [999, 666, 333, 0], the t = 0 step returning x̂0).
+    public static func ddim(noise: Tensor, timesteps: [Int], scheduler config: DDIMScheduler.Config, logger: Logger,
+                            eps: (Tensor, Tensor) throws -> Tensor) throws -> Tensor {
+        let sampler = try DDIMScheduler(config)
+        sampler.setStepLength(timesteps.count > 1 ? timesteps[0] - timesteps[1] : config.num_train_timesteps)
+        return try loop(sampler, timesteps: timesteps, start: noise, logger: logger, eps: eps)
+    }
+
+    static func loop(_ sampler: DDIMScheduler, timesteps: [Int], start: Tensor, logger: Logger,
+                     eps: (Tensor, Tensor) throws -> Tensor) throws -> Tensor {
+        var latents = start
+        let n = start.shape[0]
+        for t in timesteps {
+            let e = try eps(latents, Tensor.full([n], Double(t), dtype: .int64, device: start.device))
             let out = try sampler.step(modelOutput: e, timestep: Tensor([Int64(t)]), sample: latents)
             latents = out.prevSample
             if logger.logLevel <= .debug {

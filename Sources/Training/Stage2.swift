@@ -166,21 +166,17 @@ final class PortraitDenoiser {
 
     /// PersonaLive's 4-step inference: DDIM from pure noise over `timesteps` with step length
     /// t[0] − t[1] (the last step returns x̂0), the reference bank written once. Latents out.
-    func sample(noise: Tensor, timesteps: [Int], scheduler: DDIMScheduler, referenceLatent: Tensor, clip: Tensor,
-                pose: Tensor, motion: Tensor) throws -> Tensor {
+    func sample(noise: Tensor, timesteps: [Int], scheduler: DDIMScheduler.Config, referenceLatent: Tensor, clip: Tensor,
+                pose: Tensor, motion: Tensor, logger: Logger) throws -> Tensor {
         control.clear()
         defer { control.clear() }
         let n = noise.shape[0]
         _ = try reference(referenceLatent, timestep: Tensor.zeros([n], dtype: .int64, device: noise.device),
                           encoderHiddenStates: clip)
         try control.update(dropRatio: 0, generator: nil)
-        var x = noise
-        for t in timesteps {
-            let tt = try Tensor.full([n], Double(t), dtype: .int64, device: noise.device)
-            let eps = try denoiser(x, timesteps: tt, clip: clip, motion: motion, poseCond: pose)
-            x = try scheduler.step(modelOutput: eps, timestep: Tensor([Int64(t)]), sample: x).prevSample
+        return try Sampling.ddim(noise: noise, timesteps: timesteps, scheduler: scheduler, logger: logger) { x, t in
+            try denoiser(x, timesteps: t, clip: clip, motion: motion, poseCond: pose)
         }
-        return x
     }
 }
 
@@ -423,12 +419,10 @@ public final class Stage2: PairFedStage, TrainingStage {
 
         func run(_ model: PortraitDenoiser, _ timesteps: [Int], _ name: String) throws -> Tensor {
             let t0 = Date()
-            let sampler = try DDIMScheduler(section.scheduler)
-            sampler.setStepLength(timesteps.count > 1 ? timesteps[0] - timesteps[1] : 1000)
-            let latents = try model.sample(noise: noise, timesteps: timesteps, scheduler: sampler,
+            let latents = try model.sample(noise: noise, timesteps: timesteps, scheduler: section.scheduler,
                                            referenceLatent: cond.referenceLatent, clip: cond.clip,
                                            pose: model.poseGuider(cond.canvas.unsqueeze(2)),
-                                           motion: model.motionEncoder(b.faceCrop))
+                                           motion: model.motionEncoder(b.faceCrop), logger: logger)
             let images = try FrozenNetworks.decode(vae, latents.squeeze(2), scale: latentScale, precision: precision)
             metrics["\(name)_seconds_per_sample"] = Date().timeIntervalSince(t0) / Double(n)
             // Pixel error in [0, 1] units against the driving frame, and PSNR per sample, averaged.
