@@ -27,12 +27,7 @@ let streamingCaseClass = "src.wrapper.PersonaLive.fuse_reference + process_input
 func runStreamLoop(_ c: FixtureCase) throws -> [String: Tensor] {
     let cfg = c.config
     guard let loop = cfg["loop"] else { throw FixtureError("\(c.name): config.loop is missing") }
-    let denoiser = try UNet3DConditionModel(subConfig(c, "denoising_unet"))
-    try denoiser.load(from: c.weights())
-    denoiser.eval()
-    let reference = try UNet2DConditionModel(subConfig(c, "reference_unet"), withOutputLayers: false)
-    try reference.load(from: c.weights("weights_reference.safetensors"))
-    reference.eval()
+    let (denoiser, reference) = try caseUNets(c)
     let fusion = cfg["reader"]?["fusion_blocks"]?.string ?? "full"
     let control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: fusion,
                                                 roundBankToFP16: true)

@@ -19,13 +19,7 @@ let unet3dEntries: [FixtureEntry] = [
     },
     FixtureEntry(["src.models.unet_3d.UNet3DConditionModel + src.models.unet_2d_condition.UNet2DConditionModel"
                   + " + src.models.mutual_self_attention.ReferenceAttentionControl"]) { c in
-        let denoiser = try UNet3DConditionModel(subConfig(c, "denoising_unet"))
-        try denoiser.load(from: c.weights())
-        denoiser.eval()
-        // PersonaLive's reference UNet has no conv_norm_out / conv_out.
-        let reference = try UNet2DConditionModel(subConfig(c, "reference_unet"), withOutputLayers: false)
-        try reference.load(from: c.weights("weights_reference.safetensors"))
-        reference.eval()
+        let (denoiser, reference) = try caseUNets(c)
 
         let writerMode = c.config["writer"], readerMode = c.config["reader"]
         guard writerMode?["mode"]?.string ?? "write" == "write", readerMode?["mode"]?.string ?? "read" == "read" else {
@@ -70,6 +64,18 @@ let unet3dEntries: [FixtureEntry] = [
 ]
 
 /// `config.<key>` of a case holding several models' configs, decoded strictly as `T`.
+/// The denoising UNet (weights.safetensors) and the reference UNet (weights_reference.safetensors;
+/// PersonaLive's has no conv_norm_out / conv_out) of a case with both, in eval mode.
+func caseUNets(_ c: FixtureCase) throws -> (UNet3DConditionModel, UNet2DConditionModel) {
+    let denoiser = try UNet3DConditionModel(subConfig(c, "denoising_unet"))
+    try denoiser.load(from: c.weights())
+    denoiser.eval()
+    let reference = try UNet2DConditionModel(subConfig(c, "reference_unet"), withOutputLayers: false)
+    try reference.load(from: c.weights("weights_reference.safetensors"))
+    reference.eval()
+    return (denoiser, reference)
+}
+
 func subConfig<T: Decodable>(_ c: FixtureCase, _ key: String) throws -> T {
     guard let value = c.config[key] else { throw FixtureError("\(c.name): config has no '\(key)'") }
     do {

@@ -25,21 +25,8 @@ public struct PipelineSettings: Codable, Sendable, Equatable {
     /// Keypoint disc radius; 0 keeps the reference's proportion (4 on a 512² canvas).
     public var keypoint_radius = 0
     public var latent_scale = 0.18215
-    public var scheduler = PipelineSettings.referenceScheduler
+    public var scheduler = DDIMScheduler.Config.personaLive
     public var stream = StreamConfig()
-
-    /// DDIMScheduler settings of every PersonaLive inference and training config (REFERENCE.md §0).
-    public static var referenceScheduler: DDIMScheduler.Config {
-        var c = DDIMScheduler.Config()
-        c.beta_start = 0.00085
-        c.beta_end = 0.02
-        c.beta_schedule = "scaled_linear"
-        c.clip_sample = false
-        c.steps_offset = 1
-        c.prediction_type = "epsilon"
-        c.timestep_spacing = "trailing"
-        return c
-    }
 
     public init() {}
 

@@ -54,17 +54,8 @@ public struct Stage1Section: Codable, Sendable {
     /// Scheduler (diffusers DDIMScheduler config keys) for training noise and validation sampling.
     public var scheduler: DDIMScheduler.Config = Stage1Section.defaultScheduler
 
-    public static var defaultScheduler: DDIMScheduler.Config {
-        var c = DDIMScheduler.Config()
-        c.beta_start = 0.00085
-        c.beta_end = 0.02
-        c.beta_schedule = "scaled_linear"
-        c.clip_sample = false
-        c.steps_offset = 1
-        c.prediction_type = "epsilon"
-        c.timestep_spacing = "trailing"
-        return c
-    }
+    /// The reference's DDIM settings (REFERENCE.md §0).
+    public static var defaultScheduler: DDIMScheduler.Config { .personaLive }
 
     enum K: String, CodingKey, CaseIterable {
         case vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, base_model_path, image_size, motion_encoder_size,
