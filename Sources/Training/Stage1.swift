@@ -417,7 +417,7 @@ public final class Stage1: PairFedStage, TrainingStage {
     /// Animates a val clip from its reference frame (self-reenactment over time): drive.png (rows:
     /// driving frames, keypoint renders, generated), drive.mp4 (reference | driving | keypoints |
     /// generated at the clip's pace) and the head-pose error along the clip, next to copying the
-    /// reference.
+    /// reference; and drive_stream.png, the same clip through `personalive animate`'s streaming pipeline.
     func animateValClip(directory: URL, generator g: Generator, logger: Logger) throws -> [String: Double] {
         guard let drive else { return [:] }
         let b = try drive.sampler.batch(step: 0).tensors().framePairs().to(precision.device)
@@ -473,8 +473,8 @@ public final class Stage1: PairFedStage, TrainingStage {
         let drop = Set(section.guidance_uncond)
         let noMotion = drop.contains("motion") ? try Tensor.zeros(motion.shape, device: motion.device) : motion
         let latents = try Sampling.ddim(shape: shape, steps: config.validation.num_inference_steps,
-                                                    scheduler: section.scheduler, generator: g, device: precision.device,
-                                                    logger: logger) { x, t in
+                                        scheduler: section.scheduler, generator: g, device: precision.device,
+                                        logger: logger) { x, t in
             func uncond() throws -> Tensor {
                 try model.denoiser(x, timesteps: t, clip: clip, motion: noMotion, poseCond: drop.contains("pose") ? nil : pose)
             }

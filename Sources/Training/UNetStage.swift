@@ -135,8 +135,8 @@ public final class UNetStage: PairFedStage, TrainingStage {
         // Classifier-free guidance against the zeroed embedding (the uncond_ratio dropout).
         let noClip = try Tensor.zeros(clip.shape, dtype: clip.dtype, device: clip.device)
         let sampled = try Sampling.ddim(shape: s, steps: config.validation.num_inference_steps,
-                                                    scheduler: section.scheduler, generator: g, device: dev,
-                                                    logger: logger) { x, t in
+                                        scheduler: section.scheduler, generator: g, device: dev,
+                                        logger: logger) { x, t in
             try Sampling.guided(scale: config.validation.guidance_scale) {
                 try unet(x, timestep: t, encoderHiddenStates: clip)
             } uncond: {
