@@ -129,7 +129,9 @@ func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
     let reference = try UNet2DConditionModel(cfg["reference_unet"]!.decode(UNet2DConditionModel.Config.self),
                                              withOutputLayers: false)
     try reference.load(from: c.weights("weights_reference.safetensors"))
-    let fp16Banks = (cfg["dtype"]?.string ?? "").contains("fp16")
+    // The reader banks are stored in fp16 (ReferenceAttentionControl.update's default dtype) unless
+    // the case says otherwise.
+    let fp16Banks = cfg["dtype"]?.string.map { $0.contains("fp16") } ?? true
     let control = try ReferenceAttentionControl(writer: reference, reader: denoiser,
                                                 fusionBlocks: cfg["reader"]?["fusion_blocks"]?.string ?? "full",
                                                 roundBankToFP16: fp16Banks)
@@ -162,7 +164,7 @@ func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
         return Int(k[k.index(k.startIndex, offsetBy: 5)..<dot])
     }).sorted()
     let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
-    let refGradKeys = (cfg["grad_ref_param_keys"]?.array ?? []).compactMap(\.string)
+    let refGradKeys = (cfg["grad_ref_param_keys"]?.array ?? [.string("conv_in.weight")]).compactMap(\.string)
     let denoiserParams = Dictionary(denoiser.namedParameters(), uniquingKeysWith: { a, _ in a })
     let referenceParams = Dictionary(reference.namedParameters(), uniquingKeysWith: { a, _ in a })
     let target = try c.input("tgt_latent")

@@ -434,6 +434,12 @@ public final class Stage2: PairFedStage, TrainingStage {
             if let driving { metrics["\(name)_pose_error_deg"] = try (headAngles(images) - driving).abs().mean().item() }
             return images
         }
+        // An untimed first pass, so that no figure carries the first call's allocations.
+        let warm = try DDIMScheduler(section.scheduler)
+        warm.setStepLength(1000)
+        _ = try student.sample(noise: noise, timesteps: [few[0]], scheduler: warm, referenceLatent: cond.referenceLatent,
+                               clip: cond.clip, pose: student.poseGuider(cond.canvas.unsqueeze(2)),
+                               motion: student.motionEncoder(b.faceCrop))
         var columns = [b.reference, b.target]
         if let teacher {
             columns.append(try run(teacher, many, "stage1_\(manySteps)step"))

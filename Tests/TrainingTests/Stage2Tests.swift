@@ -107,6 +107,22 @@ import Torch
         #expect(dNames.allSatisfy { $0.hasPrefix("discriminator.") } && !dNames.isEmpty && gNames.isDisjoint(with: dNames))
     }
 
+    /// Without image_encoder_path both stages use a frozen random CLIP: stage 2 must rebuild the one
+    /// stage 1 trained with, whatever its own seed.
+    @Test func randomCLIPIsStage1s() throws {
+        let (dir, url) = try setUp(steps: 1, checkpointEvery: 1, dStart: 0, advStart: 0)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, stage2) = try make(url)
+        let s1Config = try TrainingConfig.load(path: dir.appendingPathComponent("stage1.yaml").path)
+        let stage1 = try #require(try StageFactory.make(s1Config, logger: logger) as? Stage1)
+        let a = stage1.model.imageEncoder.namedParameters(), b = stage2.imageEncoder.namedParameters()
+        #expect(a.count == b.count && !a.isEmpty)
+        for (x, y) in zip(a, b) {
+            let diff = try x.1.maxAbsDiff(y.1)
+            #expect(x.0 == y.0 && diff == 0, "\(x.0) differs")
+        }
+    }
+
     @Test func stage2ResumeIsExact() throws {
         let (a, configA) = try setUp(steps: 6, checkpointEvery: 3, dStart: 1, advStart: 2)
         let (b, configB) = try setUp(steps: 6, checkpointEvery: 3, dStart: 1, advStart: 2)
