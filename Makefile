@@ -11,7 +11,8 @@ APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libswsca
 VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
-PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14
+# scikit-image: the independent SSIM/PSNR the evaluation metrics are checked against.
+PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14 scikit-image
 # Each LibTorch gets its own build folder, so switching LIBTORCH never mixes objects.
 BUILD_DIR := $(if $(LIBTORCH),.build-libtorch-$(shell echo '$(LIBTORCH)' | md5sum | cut -c1-8),.build)
 SWIFT_FLAGS := --scratch-path $(BUILD_DIR)
