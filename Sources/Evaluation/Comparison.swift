@@ -38,7 +38,9 @@ public struct EvaluationSummary {
 }
 
 public enum Comparison {
-    public static func write(_ runs: [EvaluationSummary], command: String, to path: String, logger: Logger) throws {
+    /// Writes report.md and comparison.png into `path` (atomically); returns the markdown table.
+    @discardableResult
+    public static func write(_ runs: [EvaluationSummary], command: String, to path: String, logger: Logger) throws -> String {
         guard runs.count >= 1 else { throw EvaluationError("--compare needs evaluation folders") }
         let keys = MetricInfo.all.map(\.key).filter { k in runs.contains { $0.overall[k] != nil } }
         var s = "# Comparison of \(runs.count) evaluations\n\n- command: `\(command)`\n\n"
@@ -64,8 +66,8 @@ public enum Comparison {
             try s.write(to: dir.appendingPathComponent("report.md"), atomically: true, encoding: .utf8)
             if !panels.isEmpty { try ImageIO.write(stack(panels), to: dir.appendingPathComponent("comparison.png").path) }
         }
-        print(s)
         logger.info("wrote \(path): report.md, comparison.png")
+        return s
     }
 
     /// Panels one above the other.

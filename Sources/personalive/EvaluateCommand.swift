@@ -17,16 +17,24 @@ func checkLPIPSWeights(_ paths: [String]) throws {
     for p in paths where !FileManager.default.fileExists(atPath: p) { throw CLIError("--lpips-weights \(p): file not found") }
 }
 
+/// `evaluate` alone runs `evaluate dataset` (the default subcommand); `evaluate videos` scores a pair.
 struct EvaluateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate",
+        abstract: "Evaluation: self-/cross-reenactment on a dataset, --compare, or any pair of videos.",
+        subcommands: [EvaluateDatasetCommand.self, EvaluateVideosCommand.self],
+        defaultSubcommand: EvaluateDatasetCommand.self)
+}
+
+struct EvaluateDatasetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dataset",
         abstract: "Self-reenactment (or --cross) metrics of a model on a dataset split, or --compare of evaluation folders.",
         discussion: """
             Self-reenactment: per clip the first frame is the reference, the remaining frames drive and are the ground \
             truth, generated through the streaming engine. Metrics: L1, PSNR, SSIM, LPIPS and tLP (with --lpips-weights), \
             pose error, keypoint and motion-token distance (through the model's motion extractor/encoder), FPS and chunk latency.
-            """,
-        subcommands: [EvaluateVideosCommand.self])
+            """)
 
     @Option(help: "A checkpoint run folder, one checkpoint-N folder, or a model.yaml.") var model: String?
     @Option(help: "The HDF5 dataset.") var dataset: String?
@@ -61,7 +69,7 @@ struct EvaluateCommand: ParsableCommand {
         let command = CommandLine.arguments.joined(separator: " ")
         if !compare.isEmpty {
             let runs = try compare.map { try EvaluationSummary(directory: $0) }
-            try Comparison.write(runs, command: command, to: out, logger: logger)
+            print(try Comparison.write(runs, command: command, to: out, logger: logger))
             return
         }
         guard let model, let dataset else { return }
@@ -102,9 +110,9 @@ func printSummary(_ r: EvaluationResult, out: String) {
     print("\(r.mode) of \(r.clips.count) clip(s), \(r.clips.map(\.frames).reduce(0, +)) frames → \(out)")
     for k in r.metricKeys {
         guard let i = MetricInfo.named(k), let v = r.overall(k) else { continue }
-        print(String(format: "  %-30@ %10.4f  %@", i.name, v, i.unit))
+        print("  " + i.name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: " %10.4f  ", v) + i.unit)
     }
-    if let fps = r.fps { print(String(format: "  %-30@ %10.2f", "FPS", fps)) }
+    if let fps = r.fps { print("  " + "FPS".padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: " %10.2f  frames/s", fps)) }
     for (k, why) in r.unavailable.sorted(by: { $0.key < $1.key }) { print("  \(k): unavailable (\(why))") }
 }
 
