@@ -59,7 +59,7 @@ public enum Comparison {
             guard let i = MetricInfo.named(k) else { return nil }
             var chart = BarChart(title: "\(i.name) (\(i.higherIsBetter ? "higher" : "lower") is better)", yLabel: i.unit,
                                  categories: runs.map(\.label), groups: [(i.name, runs.map { $0.overall[k] })])
-            chart.height = 260
+            chart.height = 300
             return chart.render()
         }
         try OutputFolder.write(path) { dir in

@@ -13,18 +13,18 @@ public struct MetricInfo: Sendable {
     public let meaning: String
 
     public static let all: [MetricInfo] = [
-        .init(key: "l1", name: "L1", unit: "mean |Δ|, pixels in [0, 1]", higherIsBetter: false,
+        .init(key: "l1", name: "L1", unit: "mean |Δ|, pixels 0–1", higherIsBetter: false,
               meaning: "mean absolute error to the ground truth"),
         .init(key: "psnr", name: "PSNR", unit: "dB", higherIsBetter: true, meaning: "10·log10(1/MSE), data range 1 (skimage)"),
         .init(key: "ssim", name: "SSIM", unit: "0–1", higherIsBetter: true,
               meaning: "Gaussian window 11, σ 1.5, population covariance, per channel then averaged (skimage)"),
         .init(key: "lpips", name: "LPIPS", unit: "lpips 0.1 VGG distance", higherIsBetter: false,
               meaning: "perceptual distance to the ground truth"),
-        .init(key: "tlp", name: "tLP", unit: "|ΔLPIPS| between consecutive frames", higherIsBetter: false,
+        .init(key: "tlp", name: "tLP", unit: "|ΔLPIPS| of frame pairs", higherIsBetter: false,
               meaning: "TecoGAN temporal LPIPS: |LPIPS(g[t-1], g[t]) − LPIPS(y[t-1], y[t])|, from the second frame"),
         .init(key: "pose_error", name: "pose error", unit: "degrees", higherIsBetter: false,
               meaning: "mean |Δ| of pitch, yaw, roll read by the model's motion extractor (APD analogue)"),
-        .init(key: "keypoint_distance", name: "keypoint distance", unit: "normalised image units (frame = 2)", higherIsBetter: false,
+        .init(key: "keypoint_distance", name: "keypoint distance", unit: "mean distance, frame width 2", higherIsBetter: false,
               meaning: "mean Euclidean distance of the 21 transformed keypoints of the motion extractor"),
         .init(key: "motion_distance", name: "motion-token distance", unit: "mean |Δ| of motion tokens", higherIsBetter: false,
               meaning: "mean L1 between the motion encoder's tokens of the two faces (AED analogue)"),

@@ -96,7 +96,12 @@ public struct BarChart {
         for (ci, name) in categories.enumerated() {
             let x0 = canvas.left + Int(slot * Double(ci) + slot * 0.1)
             for (gi, group) in groups.enumerated() {
-                guard ci < group.values.count, let v = group.values[ci], v.isFinite else { continue }
+                guard ci < group.values.count, let v = group.values[ci], v.isFinite else {
+                    // Say so rather than leave a gap that reads as zero.
+                    canvas.image.draw(text: "n/a", x: x0 + gi * barW + max(0, barW - BitmapFont.width("n/a")) / 2,
+                                      y: canvas.py(0) - BitmapFont.cellHeight - 2, color: (120, 120, 120))
+                    continue
+                }
                 let xa = x0 + gi * barW, y0 = canvas.py(0), y1 = canvas.py(v)
                 canvas.fill(x: xa, y: min(y0, y1), w: max(1, barW - 1), h: max(1, abs(y1 - y0)), PlotPalette.color(gi))
             }
@@ -266,7 +271,7 @@ struct PlotCanvas {
     static func format(_ v: Double, step: Double) -> String {
         if v == 0 { return "0" }
         let a = abs(v)
-        if a >= 1e5 || a < 1e-3 { return String(format: "%.0e", v) }
+        if a >= 1e6 || a < 1e-4 { return String(format: "%.0e", v) }
         let decimals = max(0, min(6, Int(ceil(-log10(max(step, 1e-12)) - 1e-9))))
         return String(format: "%.\(decimals)f", v)
     }
