@@ -100,7 +100,8 @@ public enum EvaluationReport {
         let infos = keys.compactMap(MetricInfo.named)
         var s = "# Evaluation: \(r.label)\n\n"
         s += "- mode: \(r.mode)\n"
-        if let m = r.model { s += "- model: `\(m)`" + (r.modelDigest.map { " (digest \($0))" } ?? "") + "\n" }
+        if let m = r.model { s += "- model: `\(m)`" + (r.modelDigest.map { " (modules and settings digest \($0))" } ?? "") + "\n" }
+        if let c = r.configDigest { s += "- config digest: \(c.digest) (`\(c.source)`)\n" }
         for (k, v) in r.inputs.sorted(by: { $0.key < $1.key }) { s += "- \(k): `\(v)`\n" }
         s += "- clips: \(r.clips.count), frames: \(r.clips.map(\.frames).reduce(0, +))\n"
         s += "- command: `\(r.command)`\n\n"

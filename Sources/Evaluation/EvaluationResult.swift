@@ -64,6 +64,8 @@ public struct EvaluationResult {
     public var label: String
     public var model: String?
     public var modelDigest: String?
+    /// The model's config digest and the file it was read from (Evaluator.configDigest).
+    public var configDigest: (digest: String, source: String)?
     public var command: String
     public var inputs: [String: String]
     public var clips: [ClipResult]
@@ -143,6 +145,7 @@ public struct EvaluationResult {
         return [
             "format": "personalive-evaluation", "version": 1, "mode": mode, "label": label,
             "model": model as Any? ?? NSNull(), "model_digest": modelDigest as Any? ?? NSNull(), "command": command,
+            "config_digest": configDigest.map { ["digest": $0.digest, "source": $0.source] as Any } ?? NSNull(),
             "inputs": inputs, "metrics": units, "overall": overallObj, "timing": timing, "unavailable": unavailable,
             "notes": notes, "clips": clipObjs,
         ]

@@ -46,6 +46,27 @@ public final class Evaluator {
         return String(format: "%016llx", h)
     }
 
+    /// The digest of the configuration a model came from: a checkpoint's `config_digest` (its
+    /// trainer_state.json; for a run folder, the newest complete checkpoint's, the one `load` picks),
+    /// or FNV-1a of a model.yaml's text. Returns the digest and the file it comes from.
+    public static func configDigest(modelPath path: String) throws -> (digest: String, source: String) {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw EvaluationError("\(path): not found") }
+        if isDir.boolValue {
+            let state = try CheckpointModules.latestCheckpoint(in: path).appendingPathComponent("trainer_state.json")
+            guard let data = FileManager.default.contents(atPath: state.path),
+                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let digest = obj["config_digest"] as? String else {
+                throw EvaluationError("\(state.path): no \"config_digest\" string")
+            }
+            return (digest, state.path)
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw EvaluationError("\(path): unreadable") }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in data { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return (String(format: "%016llx", h), path)
+    }
+
     /// The clips of `split` to evaluate, each with at least 2 frames; errors name the file and split.
     public static func clipIDs(_ reader: DatasetReader, options: EvaluationOptions) throws -> [String] {
         guard let ids = reader.splits[options.split] else {

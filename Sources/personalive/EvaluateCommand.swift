@@ -96,11 +96,12 @@ struct EvaluateDatasetCommand: ParsableCommand {
             notes.append("cross-reenactment has no ground truth: pose error, keypoint and motion-token distance and tLP are measured against the driving frames; the identity score is a CLIP image-embedding cosine to the reference (a proxy, not ArcFace ID-SIM)")
             unavailable["id_sim"] = "ArcFace ID-SIM needs ArcFace weights, which this toolkit does not load; see identity_proxy"
         }
-        let result = EvaluationResult(
+        var result = EvaluationResult(
             mode: cross ? "cross-reenactment" : "self-reenactment", label: label ?? (out as NSString).lastPathComponent, model: model,
             modelDigest: Evaluator.digest(of: loaded), command: command,
             inputs: ["dataset": dataset, "split": split, "device": device, "dtype": dtype, "seed": "\(seed)"],
             clips: clipResults, unavailable: unavailable, notes: notes)
+        result.configDigest = try Evaluator.configDigest(modelPath: model)
         try EvaluationReport.write(result, to: out, logger: logger)
         printSummary(result, out: out)
     }
@@ -153,10 +154,11 @@ struct EvaluateVideosCommand: ParsableCommand {
         let (clip, notes) = try evaluator.videos(pred: pred, gt: gt, options: options)
         var inputs = ["pred": pred, "gt": gt]
         if let reference { inputs["reference"] = reference }
-        let result = EvaluationResult(
+        var result = EvaluationResult(
             mode: "video pair", label: label ?? (out as NSString).lastPathComponent, model: model,
             modelDigest: loaded.map(Evaluator.digest(of:)), command: CommandLine.arguments.joined(separator: " "), inputs: inputs,
             clips: [clip], unavailable: evaluator.unavailable(fullReference: true), notes: notes)
+        result.configDigest = try model.map { try Evaluator.configDigest(modelPath: $0) }
         try EvaluationReport.write(result, to: out, logger: logger)
         printSummary(result, out: out)
     }

@@ -164,6 +164,24 @@ func writeRandomLPIPS(in dir: URL) throws -> String {
         #expect(same.perFrame["psnr"]!.allSatisfy { $0 == .infinity })
     }
 
+    @Test func configDigestComesFromTheCheckpointOrTheYAML() throws {
+        let dir = try EvalPaths.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = dir.appendingPathComponent("run")
+        for (step, digest) in [(10, "aaaa"), (20, "bbbb")] {
+            let c = run.appendingPathComponent("checkpoint-\(step)")
+            try FileManager.default.createDirectory(at: c, withIntermediateDirectories: true)
+            try Data("{\"step\": \(step), \"config_digest\": \"\(digest)\"}".utf8).write(to: c.appendingPathComponent("trainer_state.json"))
+        }
+        #expect(try Evaluator.configDigest(modelPath: run.path).digest == "bbbb")
+        #expect(try Evaluator.configDigest(modelPath: run.path + "/checkpoint-10").digest == "aaaa")
+        let yaml = dir.appendingPathComponent("m.yaml")
+        try Data("a".utf8).write(to: yaml)
+        // FNV-1a 64 of "a".
+        #expect(try Evaluator.configDigest(modelPath: yaml.path).digest == "af63dc4c8601ec8c")
+        #expect(throws: EvaluationError.self) { try Evaluator.configDigest(modelPath: dir.appendingPathComponent("none").path) }
+    }
+
     @Test func modelFolderMissingAModuleIsNamed() throws {
         let dir = try EvalPaths.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
