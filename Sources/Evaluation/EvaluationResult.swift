@@ -18,7 +18,7 @@ public struct MetricInfo: Sendable {
         .init(key: "psnr", name: "PSNR", unit: "dB", higherIsBetter: true, meaning: "10·log10(1/MSE), data range 1 (skimage)"),
         .init(key: "ssim", name: "SSIM", unit: "0–1", higherIsBetter: true,
               meaning: "Gaussian window 11, σ 1.5, population covariance, per channel then averaged (skimage)"),
-        .init(key: "lpips", name: "LPIPS", unit: "lpips 0.1 VGG distance", higherIsBetter: false,
+        .init(key: "lpips", name: "LPIPS", unit: "lpips 0.1 distance", higherIsBetter: false,
               meaning: "perceptual distance to the ground truth"),
         .init(key: "tlp", name: "tLP", unit: "|ΔLPIPS| of frame pairs", higherIsBetter: false,
               meaning: "TecoGAN temporal LPIPS: |LPIPS(g[t-1], g[t]) − LPIPS(y[t-1], y[t])|, from the second frame"),

@@ -2,7 +2,7 @@
 // "Learning temporal coherence via self-supervision for GAN-based video generation", metrics in
 // TecoGAN's metrics.py): for consecutive frames, tLP_t = |LPIPS(g_{t−1}, g_t) − LPIPS(y_{t−1}, y_t)|,
 // g generated, y ground truth (or driving), averaged over t = 1…n−1. LPIPS is Models' LPIPS
-// (lpips 0.1, VGG) with user-given weights; without weights neither metric exists and the
+// (lpips 0.1, VGG or AlexNet) with user-given weights; without weights neither metric exists and the
 // evaluation says "unavailable" — nothing is estimated.
 import Foundation
 import Logging
@@ -14,16 +14,20 @@ public final class PerceptualMetric {
     public let weights: [String]
     let batch: Int
 
-    /// LPIPS from the lpips package's weight files (plus torchvision's VGG16, see LPIPS.loadWeights).
-    public init(weights: [String], batch: Int = 8, logger: Logger = Logger(label: "personalive.evaluate")) throws {
+    /// LPIPS from the lpips package's weight files (plus torchvision's VGG16 or AlexNet, see LPIPS.loadWeights).
+    public init(weights: [String], network: LPIPS.Network = .vgg, batch: Int = 8,
+                logger: Logger = Logger(label: "personalive.evaluate")) throws {
         for w in weights where !FileManager.default.fileExists(atPath: w) {
             throw EvaluationError("\(w): LPIPS weight file not found")
         }
-        lpips = try LPIPS(weights: weights)
+        lpips = try LPIPS(weights: weights, network: network)
         self.weights = weights
         self.batch = batch
-        logger.info("LPIPS (VGG, lpips 0.1) from \(weights.joined(separator: " + "))")
+        logger.info("LPIPS (\(network.rawValue), lpips 0.1) from \(weights.joined(separator: " + "))")
     }
+
+    /// "vgg" or "alex".
+    public var network: String { lpips.network.rawValue }
 
     /// Wraps an already-built LPIPS (tests).
     public init(lpips: LPIPS, name: String) {

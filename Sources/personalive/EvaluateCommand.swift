@@ -7,14 +7,17 @@ import Evaluation
 import Foundation
 import Inference
 import Logging
+import Models
 
 /// Loads a model the way every inference command does (ModelOptions), from evaluate's optional flags.
 func loadEvaluationModel(_ path: String, device: String, dtype: String, logger: Logger) throws -> PersonaLiveModel {
     try ModelOptions.parse(["--model", path, "--device", device, "--dtype", dtype]).load(logger: logger)
 }
 
-func checkLPIPSWeights(_ paths: [String]) throws {
+func checkLPIPSWeights(_ paths: [String], net: String) throws -> LPIPS.Network {
     for p in paths where !FileManager.default.fileExists(atPath: p) { throw CLIError("--lpips-weights \(p): file not found") }
+    guard let n = LPIPS.Network(rawValue: net) else { throw ValidationError("--lpips-net must be vgg or alex (got '\(net)')") }
+    return n
 }
 
 /// `evaluate` alone runs `evaluate dataset` (the default subcommand); `evaluate videos` scores a pair.
@@ -44,6 +47,7 @@ struct EvaluateDatasetCommand: ParsableCommand {
     @Flag(help: "Cross-reenactment: clip i's first frame driven by clip i+1 (no ground truth).") var cross = false
     @Option(parsing: .upToNextOption, help: "LPIPS weights (the lpips package's vgg.pth and torchvision's VGG16, or one safetensors); without them LPIPS and tLP are reported as unavailable.")
     var lpipsWeights: [String] = []
+    @Option(help: "LPIPS backbone of --lpips-weights: vgg or alex.") var lpipsNet: String = "vgg"
     @Option(parsing: .upToNextOption, help: "Evaluation folders to put in one table and one plot (no model needed).")
     var compare: [String] = []
     @Option(help: "A name for this evaluation in reports and comparisons (default: the --out folder's name).") var label: String?
@@ -80,9 +84,9 @@ struct EvaluateDatasetCommand: ParsableCommand {
         options.maxFrames = maxFrames
         options.seed = seed
         _ = try Evaluator.clipIDs(try DatasetReader(path: dataset, logger: logger), options: options)
-        try checkLPIPSWeights(lpipsWeights)
+        let lpipsNetwork = try checkLPIPSWeights(lpipsWeights, net: lpipsNet)
         let loaded = try loadEvaluationModel(model, device: device, dtype: dtype, logger: logger)
-        let perceptual = lpipsWeights.isEmpty ? nil : try PerceptualMetric(weights: lpipsWeights, logger: logger)
+        let perceptual = lpipsWeights.isEmpty ? nil : try PerceptualMetric(weights: lpipsWeights, network: lpipsNetwork, logger: logger)
         if perceptual == nil { logger.notice("no --lpips-weights: LPIPS and tLP are reported as unavailable") }
         let evaluator = Evaluator(model: loaded, perceptual: perceptual, logger: logger)
         let bar = ProgressBar(label: cross ? "cross-reenactment" : "self-reenactment")
@@ -99,7 +103,8 @@ struct EvaluateDatasetCommand: ParsableCommand {
         var result = EvaluationResult(
             mode: cross ? "cross-reenactment" : "self-reenactment", label: label ?? (out as NSString).lastPathComponent, model: model,
             modelDigest: Evaluator.digest(of: loaded), command: command,
-            inputs: ["dataset": dataset, "split": split, "device": device, "dtype": dtype, "seed": "\(seed)"],
+            inputs: ["dataset": dataset, "split": split, "device": device, "dtype": dtype, "seed": "\(seed)",
+                     "lpips": perceptual.map { "\($0.network): \($0.weights.joined(separator: " + "))" } ?? "none"],
             clips: clipResults, unavailable: unavailable, notes: notes)
         result.configDigest = try Evaluator.configDigest(modelPath: model)
         try EvaluationReport.write(result, to: out, logger: logger)
@@ -128,6 +133,7 @@ struct EvaluateVideosCommand: ParsableCommand {
     @Option(help: "A model whose motion extractor/encoder measure pose error, keypoint and motion-token distance.") var model: String?
     @Option(parsing: .upToNextOption, help: "LPIPS weights; without them LPIPS and tLP are reported as unavailable.")
     var lpipsWeights: [String] = []
+    @Option(help: "LPIPS backbone of --lpips-weights: vgg or alex.") var lpipsNet: String = "vgg"
     @Flag(help: "Compare the first min(n_pred, n_gt) frames when the frame counts differ (default: refuse).") var truncate = false
     @Flag(help: "Resize the prediction (bicubic) to the ground truth's size when they differ (default: refuse).") var resize = false
     @Option(help: "At most this many frames of each video.") var maxFrames: Int?
@@ -142,9 +148,9 @@ struct EvaluateVideosCommand: ParsableCommand {
         for f in [pred, gt] + (reference.map { [$0] } ?? []) where !FileManager.default.fileExists(atPath: f) {
             throw CLIError("\(f): file not found")
         }
-        try checkLPIPSWeights(lpipsWeights)
+        let lpipsNetwork = try checkLPIPSWeights(lpipsWeights, net: lpipsNet)
         let loaded = try model.map { try loadEvaluationModel($0, device: device, dtype: dtype, logger: logger) }
-        let perceptual = lpipsWeights.isEmpty ? nil : try PerceptualMetric(weights: lpipsWeights, logger: logger)
+        let perceptual = lpipsWeights.isEmpty ? nil : try PerceptualMetric(weights: lpipsWeights, network: lpipsNetwork, logger: logger)
         let evaluator = Evaluator(model: loaded, perceptual: perceptual, logger: logger)
         var options = Evaluator.VideoPairOptions()
         options.truncate = truncate
@@ -152,7 +158,7 @@ struct EvaluateVideosCommand: ParsableCommand {
         options.maxFrames = maxFrames
         options.reference = reference
         let (clip, notes) = try evaluator.videos(pred: pred, gt: gt, options: options)
-        var inputs = ["pred": pred, "gt": gt]
+        var inputs = ["pred": pred, "gt": gt, "lpips": perceptual.map { "\($0.network): \($0.weights.joined(separator: " + "))" } ?? "none"]
         if let reference { inputs["reference"] = reference }
         var result = EvaluationResult(
             mode: "video pair", label: label ?? (out as NSString).lastPathComponent, model: model,

@@ -1,8 +1,8 @@
 // MetricCrossCheckTests.swift — L1, PSNR, SSIM and tLP on real frames (../shared/media) against
 // independent implementations run in the test venv ($PERSONALIVE_PYTHON): scikit-image's
-// structural_similarity / peak_signal_noise_ratio, NumPy for L1, and for tLP an LPIPS written here in
-// PyTorch (VGG16 slices, channel normalisation, 1×1 heads, spatial mean, as the lpips package)
-// loading the same weights, combined as TecoGAN does. Tolerance 1e-4. A missing Python fails.
+// structural_similarity / peak_signal_noise_ratio, NumPy for L1, and for LPIPS and tLP an LPIPS
+// written here in PyTorch (VGG16 or AlexNet taps, channel normalisation, 1×1 heads, spatial mean, as
+// the lpips package) loading the same weights, combined as TecoGAN does. Tolerance 1e-4. A missing Python fails.
 import Foundation
 import Testing
 import Media
@@ -96,58 +96,70 @@ func writeRaw(_ t: Tensor, _ path: String) throws {
         #expect(ours["ssim"]![3] > 0.8 && ours["ssim"]![0] < 0.6, "\(ours["ssim"]!)")
     }
 
-    @Test func temporalLPIPSMatchesIndependentPyTorch() throws {
+    @Test(arguments: [LPIPS.Network.vgg, .alex])
+    func temporalLPIPSMatchesIndependentPyTorch(network: LPIPS.Network) throws {
         let python = try #require(EvalPaths.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (make venv)")
         let dir = try EvalPaths.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
         try Torch.manualSeed(11)
-        let lpips = try LPIPS()
+        let lpips = try LPIPS(network: network)
         // Positive head weights, as trained LPIPS heads are (lpips clamps them to ≥ 0).
         for lin in lpips.lins { try lin.weight.copy_(lin.weight.abs()) }
         let weights = dir.appendingPathComponent("lpips.safetensors").path
         try SafeTensors.write(lpips.stateDict(), to: weights)
-        let metric = PerceptualMetric(lpips: try LPIPS(weights: [weights]), name: weights)
+        let metric = PerceptualMetric(lpips: try LPIPS(weights: [weights], network: network), name: weights)
         let g = try realFrames("liveportrait/d0.mp4", count: 4, step: 3, size: 64)
         let y = try realFrames("liveportrait/d11.mp4", count: 4, step: 2, size: 64)
         try writeRaw(g, dir.appendingPathComponent("g.bin").path)
         try writeRaw(y, dir.appendingPathComponent("y.bin").path)
+        // torchvision's feature stacks: ('C', out, kernel, stride, padding), 'R' ReLU, ('M', kernel, stride);
+        // LPIPS taps after the listed layer indices.
         let script = """
             import json, sys, numpy as np, torch
+            import torch.nn.functional as F
             from safetensors.torch import load_file
-            d = sys.argv[1]
+            d, net = sys.argv[1], sys.argv[2]
             w = load_file(d + '/lpips.safetensors')
-            def vgg(x):
-                taps, layer = [], 0
-                cfg = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512]
-                ends = {3: 0, 8: 1, 15: 2, 22: 3, 29: 4}
-                for c in cfg:
-                    if c == 'M':
-                        x = torch.nn.functional.max_pool2d(x, 2); layer += 1; continue
-                    s = [k for k in range(1, 6) if f'net.slice{k}.{layer}.weight' in w][0]
-                    x = torch.relu(torch.nn.functional.conv2d(x, w[f'net.slice{s}.{layer}.weight'], w[f'net.slice{s}.{layer}.bias'], padding=1))
-                    if layer + 1 in ends: taps.append(x)
-                    layer += 2
-                return taps
+            if net == 'vgg':
+                layers, taps = [], {3, 8, 15, 22, 29}
+                for c in [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512]:
+                    layers += [('M', 2, 2)] if c == 'M' else [('C', 3, 1, 1), ('R',)]
+            else:
+                layers = [('C', 11, 4, 2), ('R',), ('M', 3, 2), ('C', 5, 1, 2), ('R',), ('M', 3, 2),
+                          ('C', 3, 1, 1), ('R',), ('C', 3, 1, 1), ('R',), ('C', 3, 1, 1), ('R',)]
+                taps = {1, 4, 7, 9, 11}
+            def feats(x):
+                out = []
+                for i, l in enumerate(layers):
+                    if l[0] == 'C':
+                        s = [k for k in range(1, 6) if f'net.slice{k}.{i}.weight' in w][0]
+                        x = F.conv2d(x, w[f'net.slice{s}.{i}.weight'], w[f'net.slice{s}.{i}.bias'], stride=l[2], padding=l[3])
+                    elif l[0] == 'R':
+                        x = torch.relu(x)
+                    else:
+                        x = F.max_pool2d(x, l[1], l[2])
+                    if i in taps: out.append(x)
+                return out
             def lp(a, b):
                 shift = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1); scale = torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
-                fa, fb = vgg(((a * 2 - 1) - shift) / scale), vgg(((b * 2 - 1) - shift) / scale)
+                fa, fb = feats(((a * 2 - 1) - shift) / scale), feats(((b * 2 - 1) - shift) / scale)
                 n = lambda t: t / (t.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-                return sum(torch.nn.functional.conv2d((n(p) - n(q)) ** 2, w[f'lin{k}.model.1.weight']).mean([2, 3])
+                return sum(F.conv2d((n(p) - n(q)) ** 2, w[f'lin{k}.model.1.weight']).mean([2, 3])
                            for k, (p, q) in enumerate(zip(fa, fb))).flatten()
             g = torch.from_numpy(np.fromfile(d + '/g.bin', dtype='<f8').reshape(4, 3, 64, 64)).float()
             y = torch.from_numpy(np.fromfile(d + '/y.bin', dtype='<f8').reshape(4, 3, 64, 64)).float()
             with torch.no_grad():
                 dg, dy = lp(g[:-1], g[1:]), lp(y[:-1], y[1:])
-            print(json.dumps({'tlp': (dg - dy).abs().double().tolist(), 'lpips': lp(g, y).double().tolist()}))
+                print(json.dumps({'tlp': (dg - dy).abs().double().tolist(), 'lpips': lp(g, y).double().tolist()}))
             """
-        let (status, text) = try EvalPaths.run(python, ["-c", script, dir.path])
+        let (status, text) = try EvalPaths.run(python, ["-c", script, dir.path, network.rawValue])
         try #require(status == 0, "python failed: \(text)")
         let ref = try #require(try JSONSerialization.jsonObject(with: Data(text.split(separator: "\n").last!.utf8)) as? [String: [Double]])
         let tlp = try metric.temporal(generated: g, truth: y), lp = try metric.distances(g, y)
         let rt = try #require(ref["tlp"]), rl = try #require(ref["lpips"])
         #expect(tlp.count == 3 && rt.count == 3 && lp.count == 4 && rl.count == 4)
-        for (o, r) in zip(tlp, rt) { #expect(abs(o - r) < 1e-4 * max(1, abs(r)), "tLP ours \(o), PyTorch \(r)") }
-        for (o, r) in zip(lp, rl) { #expect(abs(o - r) < 1e-4 * max(1, abs(r)), "LPIPS ours \(o), PyTorch \(r)") }
+        for (o, r) in zip(tlp, rt) { #expect(abs(o - r) < 1e-4 * max(1, abs(r)), "\(network) tLP ours \(o), PyTorch \(r)") }
+        for (o, r) in zip(lp, rl) { #expect(abs(o - r) < 1e-4 * max(1, abs(r)), "\(network) LPIPS ours \(o), PyTorch \(r)") }
         #expect(tlp.contains { $0 > 1e-3 }, "tLP is trivially zero: \(tlp)")
     }
 
