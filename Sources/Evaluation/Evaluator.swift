@@ -90,9 +90,10 @@ public final class Evaluator {
     }
 
     /// Generates a clip through the stream; returns frames (n, 3, S, S) in [0, 1] on the CPU, chunk times, total seconds.
-    func generate(reference: Tensor, driving: Tensor) throws -> (Tensor, [Double], Double) {
+    /// Every clip gets a fresh stream seeded with `seed`, so a clip's result does not depend on the clips before it.
+    func generate(reference: Tensor, driving: Tensor, seed: UInt64) throws -> (Tensor, [Double], Double) {
         let model = try requireModel()
-        let animator = Animator(pipeline: try StreamingPipeline(model: model, seed: 42, logger: logger), logger: logger)
+        let animator = Animator(pipeline: try StreamingPipeline(model: model, seed: seed, logger: logger), logger: logger)
         var chunks: [Double] = []
         let start = DispatchTime.now().uptimeNanoseconds
         let out = try animator.animate(reference: reference, frames: driving) { chunks.append($0) }
@@ -151,7 +152,7 @@ public final class Evaluator {
             let n = min(count - 1, options.maxFrames ?? (count - 1))
             let reference = try frames(reader, id, 0..<1, frontEnds: fe)
             let driving = try frames(reader, id, 1..<(1 + n), frontEnds: fe)
-            let (g, chunks, seconds) = try generate(reference: reference, driving: driving)
+            let (g, chunks, seconds) = try generate(reference: reference, driving: driving, seed: options.seed)
             let y = try ((driving.to(.cpu).to(.float32) + 1) / 2).clamp(min: 0, max: 1)
             let ref01 = try ((reference.to(.cpu).to(.float32) + 1) / 2).clamp(min: 0, max: 1)
             let metrics = try pairMetrics(generated: g, truth: y)
@@ -182,7 +183,7 @@ public final class Evaluator {
             let n = min(count - 1, options.maxFrames ?? (count - 1))
             let reference = try frames(reader, id, 0..<1, frontEnds: fe)
             let driving = try frames(reader, driverID, 1..<(1 + n), frontEnds: fe)
-            let (g, chunks, seconds) = try generate(reference: reference, driving: driving)
+            let (g, chunks, seconds) = try generate(reference: reference, driving: driving, seed: options.seed)
             let d = try ((driving.to(.cpu).to(.float32) + 1) / 2).clamp(min: 0, max: 1)
             let ref01 = try ((reference.to(.cpu).to(.float32) + 1) / 2).clamp(min: 0, max: 1)
             var metrics = try motionMetrics(g, d, model: model)

@@ -65,6 +65,11 @@ func writeRandomLPIPS(in dir: URL) throws -> String {
             #expect(l1.allSatisfy { $0 > 0 && $0 < 1 }, "\(l1)")
             #expect(!c.chunkSeconds.isEmpty && (c.seconds ?? 0) > 0)
         }
+        // Each clip streams afresh from the seed: evaluating the first clip alone gives the same numbers.
+        var one = options
+        one.clips = 1
+        let alone = try evaluator.selfReenactment(dataset: dataset, options: one)
+        #expect(alone.count == 1 && alone[0].perFrame["l1"]! == clips[0].perFrame["l1"]!)
         // Clips come in the split's order.
         let reader = try DatasetReader(path: dataset)
         let id = try #require(reader.splits["val"]?.first)
