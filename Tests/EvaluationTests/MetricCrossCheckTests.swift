@@ -101,7 +101,7 @@ func writeRaw(_ t: Tensor, _ path: String) throws {
         let python = try #require(EvalPaths.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (make venv)")
         let dir = try EvalPaths.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Torch.manualSeed(11)
+        // Random weights, not seeded (both implementations read the same file).
         let lpips = try LPIPS(network: network)
         // Positive head weights, as trained LPIPS heads are (lpips clamps them to ≥ 0).
         for lin in lpips.lins { try lin.weight.copy_(lin.weight.abs()) }
