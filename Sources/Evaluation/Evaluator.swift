@@ -157,7 +157,7 @@ public final class Evaluator {
             let ref01 = try ((reference.to(.cpu).to(.float32) + 1) / 2).clamp(min: 0, max: 1)
             let metrics = try pairMetrics(generated: g, truth: y)
             let strip = try SampleStrip.render(columns: [("reference", ref01), ("driving", y), ("generated", g), ("ground truth", y)],
-                                               frames: n, samples: options.stripFrames)
+                                               frames: n, samples: options.stripFrames, captions: Self.captions(metrics, frames: n))
             results.append(ClipResult(id: id, frames: n, perFrame: metrics, chunkSeconds: chunks, seconds: seconds, strip: strip))
             logger.info("\(id): \(n) frames, \(Self.summary(metrics))")
         }
@@ -190,7 +190,7 @@ public final class Evaluator {
             if let perceptual { metrics["tlp"] = [nil] + (try perceptual.temporal(generated: g, truth: d)) }
             metrics["identity_proxy"] = try identityProxy(g, reference: ref01, model: model)
             let strip = try SampleStrip.render(columns: [("reference", ref01), ("driving", d), ("generated", g)],
-                                               frames: n, samples: options.stripFrames)
+                                               frames: n, samples: options.stripFrames, captions: Self.captions(metrics, frames: n))
             results.append(ClipResult(id: id, driver: driverID, frames: n, perFrame: metrics, chunkSeconds: chunks, seconds: seconds,
                                       strip: strip))
             logger.info("\(id) driven by \(driverID): \(n) frames, \(Self.summary(metrics))")
@@ -256,9 +256,23 @@ public final class Evaluator {
             columns.append(("reference", try r.tensorCHW(.unit).unsqueeze(0)))
         }
         columns += [("generated", g), ("ground truth", t)]
-        let strip = try SampleStrip.render(columns: columns, frames: g.shape[0], samples: options.stripFrames)
+        let strip = try SampleStrip.render(columns: columns, frames: g.shape[0], samples: options.stripFrames,
+                                           captions: Self.captions(metrics, frames: g.shape[0]))
         let name = (pred as NSString).lastPathComponent
         return (ClipResult(id: name, frames: g.shape[0], perFrame: metrics, strip: strip), notes)
+    }
+
+    /// One line per frame for the sample strips: the frame's headline metrics.
+    static func captions(_ m: [String: [Double?]], frames n: Int) -> [String] {
+        let keys: [(String, String, String)] = [("l1", "L1", "%.3f"), ("ssim", "SSIM", "%.3f"), ("psnr", "PSNR", "%.1f dB"),
+                                                ("lpips", "LPIPS", "%.3f"), ("pose_error", "pose", "%.1f°"),
+                                                ("identity_proxy", "ID proxy", "%.3f")]
+        return (0..<n).map { t in
+            keys.compactMap { key, name, format -> String? in
+                guard let v = m[key], t < v.count, let x = v[t] else { return nil }
+                return x.isFinite ? "\(name) " + String(format: format, x) : "\(name) \(x > 0 ? "∞" : "−∞")"
+            }.joined(separator: "  ")
+        }
     }
 
     static func summary(_ m: [String: [Double?]]) -> String {
