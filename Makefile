@@ -11,7 +11,8 @@ APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libswsca
 VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
-PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14
+# scikit-image: the independent SSIM/PSNR the evaluation metrics are checked against.
+PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14 scikit-image
 # Each LibTorch gets its own build folder, so switching LIBTORCH never mixes objects.
 BUILD_DIR := $(if $(LIBTORCH),.build-libtorch-$(shell echo '$(LIBTORCH)' | md5sum | cut -c1-8),.build)
 SWIFT_FLAGS := --scratch-path $(BUILD_DIR)
@@ -115,6 +116,10 @@ demo: build
 	$(call demo_step,animate personalive-demo,$(BIN) animate --model $(DEMO_MODEL) \
 	  --reference $(DEMO_MEDIA)/personalive-demo/ref_image.png --driving $(DEMO_MEDIA)/personalive-demo/driving_video.mp4 \
 	  --max-frames 100 --grid --out $(DEMO_OUT)/personalive_demo.mp4)
+	$(call demo_step,evaluate,$(BIN) evaluate --model Checkpoints/tiny-stage1 --dataset Datasets/synth.h5 --split val --clips 8 \
+	  --label stage-1 --out Experiments/eval/tiny-stage1 && \
+	  $(BIN) evaluate --model $(DEMO_MODEL) --dataset Datasets/synth.h5 --split val --clips 8 --label stage-2 --out Experiments/eval/tiny-stage2 && \
+	  $(BIN) evaluate --compare Experiments/eval/tiny-stage1 Experiments/eval/tiny-stage2 --out Experiments/eval/compare)
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"

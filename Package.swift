@@ -74,10 +74,18 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Layer 9: metrics, reports and plots over what Inference generates.
+        .target(
+            name: "Evaluation",
+            dependencies: [
+                "Torch", "NN", "Models", "Media", "Data", "Inference",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "personalive",
             dependencies: [
-                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training",
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -89,6 +97,7 @@ let package = Package(
         .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data", "Media"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Training", "Models", "NN", "Torch", "Data", "Media"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Inference", "Models", "NN", "Torch", "Data", "Media"]),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -175,14 +175,20 @@ public final class Animator {
     /// Feeds the source through the pipeline chunk by chunk (the tail padded ping-pong) and hands
     /// every emitted frame to `body`: the warm-up frames when `keepWarmup`, then each driving
     /// frame once, in order. `body` sees at most a chunk at a time.
-    func stream(source: DrivingSource, keepWarmup: Bool, body: (StreamFrame) throws -> Void) throws {
+    /// `chunkSeconds`, when given, hears the wall time of each chunk (front-ends and one stream call).
+    func stream(source: DrivingSource, keepWarmup: Bool, chunkSeconds: ((Double) -> Void)? = nil,
+                body: (StreamFrame) throws -> Void) throws {
         try source.prepare(upTo: 0)
         guard source.available > 0 else { throw InferenceError("the driving input has no decodable frame") }
         let m = pipeline.chunkFrames
         var written = 0, chunk = 0
         while !(source.ended && written >= source.available) {
             let indices = try chunkIndices(base: chunk * m, count: m, source: source)
-            for frame in try pipeline.process(source.chunk(indices)) {
+            let started = DispatchTime.now().uptimeNanoseconds
+            let emitted = try pipeline.process(source.chunk(indices))
+            if chunkSeconds != nil, case .cuda(let d) = pipeline.model.device { try Torch.cudaSynchronize(d) }
+            chunkSeconds?(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+            for frame in emitted {
                 if frame.isWarmup {
                     if keepWarmup { try body(frame) }
                 } else if let i = frame.drivingIndex, !(source.ended && i >= source.available) {
@@ -196,10 +202,13 @@ public final class Animator {
 
     /// A short clip in memory: frames (n, 3, S, S) in [-1, 1] driving a reference (1, 3, S, S) in
     /// [-1, 1]; returns the n generated frames (what `animate` would write), for validation and evaluation.
-    public func animate(reference: Tensor, frames: Tensor) throws -> [StreamFrame] {
+    /// `chunkSeconds` hears the wall time of every chunk (driving front-ends plus one stream call, the
+    /// device synchronised before the clock stops).
+    public func animate(reference: Tensor, frames: Tensor, chunkSeconds: ((Double) -> Void)? = nil) throws -> [StreamFrame] {
         try pipeline.setReference(pipeline.frontEnds.encodeReference(reference))
         var out: [StreamFrame] = []
-        try stream(source: TensorDrivingSource(frames: frames, fps: 25, frontEnds: pipeline.frontEnds), keepWarmup: false) {
+        try stream(source: TensorDrivingSource(frames: frames, fps: 25, frontEnds: pipeline.frontEnds), keepWarmup: false,
+                   chunkSeconds: chunkSeconds) {
             out.append($0)
         }
         return out

@@ -1,19 +1,37 @@
-// LPIPS.swift — mirrors lpips.LPIPS(net='vgg', version='0.1') of the `lpips` package
+// LPIPS.swift — mirrors lpips.LPIPS(net='vgg' | 'alex', version='0.1') of the `lpips` package
 // (lpips/lpips.py, lpips/pretrained_networks.py): ScalingLayer, the torchvision VGG16 `features`
-// split into net.slice1…slice5 (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3), channel-normalised
-// feature differences, 1×1 `lin0…lin4` heads (Dropout, Conv2d without bias) and a spatial average.
+// split into net.slice1…slice5 (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3) — or torchvision
+// AlexNet's `features` split after each ReLU (relu1…relu5) —, channel-normalised feature
+// differences, 1×1 `lin0…lin4` heads (Dropout, Conv2d without bias) and a spatial average.
 // Weights are loaded from user-given files with the lpips key names; torchvision's `features.N.*`
-// names are accepted for the VGG part.
+// names are accepted for the backbone.
 import Foundation
 import NN
 import Torch
 
-public final class LPIPS: Module {
-    /// Channel widths of the five VGG16 taps.
-    public static let channels = [64, 128, 256, 512, 512]
+/// The feature network under LPIPS: five taps, torchvision `features` indices kept as child names.
+public protocol LPIPSBackbone: Module {
+    /// The five taps.
+    func callAsFunction(_ x: Tensor) throws -> [Tensor]
+}
 
+public final class LPIPS: Module {
+    /// lpips' `net` argument.
+    public enum Network: String, Sendable, CaseIterable {
+        case vgg, alex
+
+        /// Channel widths of the five taps.
+        public var channels: [Int] { self == .vgg ? [64, 128, 256, 512, 512] : [64, 192, 384, 256, 256] }
+        /// Layer ranges of the slices in torchvision's `features`.
+        var ranges: [Range<Int>] { self == .vgg ? VGG16Features.ranges : AlexNetFeatures.ranges }
+    }
+
+    /// Channel widths of the five VGG16 taps.
+    public static let channels = Network.vgg.channels
+
+    public let network: Network
     public let scaling_layer: ScalingLayer
-    public let net: VGG16Features
+    public let net: any LPIPSBackbone
     public let lin0: NetLinLayer
     public let lin1: NetLinLayer
     public let lin2: NetLinLayer
@@ -25,37 +43,40 @@ public final class LPIPS: Module {
     /// Builds the network (weights are PyTorch-default random until loaded), in eval mode with
     /// every parameter frozen: LPIPS is used as a fixed metric / loss, gradients flow to the inputs.
     /// `useDropout` keeps the heads' Dropout(0.5) (lpips' default; active only in training mode).
-    public init(useDropout: Bool = true) throws {
+    public init(network: Network = .vgg, useDropout: Bool = true) throws {
+        self.network = network
         scaling_layer = try ScalingLayer()
-        net = try VGG16Features()
-        lin0 = try NetLinLayer(Self.channels[0], useDropout: useDropout)
-        lin1 = try NetLinLayer(Self.channels[1], useDropout: useDropout)
-        lin2 = try NetLinLayer(Self.channels[2], useDropout: useDropout)
-        lin3 = try NetLinLayer(Self.channels[3], useDropout: useDropout)
-        lin4 = try NetLinLayer(Self.channels[4], useDropout: useDropout)
+        net = network == .vgg ? try VGG16Features() : try AlexNetFeatures()
+        let c = network.channels
+        lin0 = try NetLinLayer(c[0], useDropout: useDropout)
+        lin1 = try NetLinLayer(c[1], useDropout: useDropout)
+        lin2 = try NetLinLayer(c[2], useDropout: useDropout)
+        lin3 = try NetLinLayer(c[3], useDropout: useDropout)
+        lin4 = try NetLinLayer(c[4], useDropout: useDropout)
         super.init()
         eval()
         try freeze()
     }
 
     /// Builds LPIPS and loads `paths` (see `loadWeights`).
-    public convenience init(weights paths: [String]) throws {
-        try self.init()
+    public convenience init(weights paths: [String], network: Network = .vgg) throws {
+        try self.init(network: network)
         try loadWeights(paths)
     }
 
     /// Loads weights from one or more files (safetensors, or `.pth`/`.pt`/`.bin` PyTorch state
     /// dicts), merged in order. Accepted names: the lpips names (`net.sliceK.N.*`, `linK.model.1.weight`,
     /// `scaling_layer.*`), the duplicate `lins.K.*` aliases a full `LPIPS().state_dict()` carries,
-    /// and torchvision VGG16 names (`features.N.*`; `classifier.*` is ignored) — so the lpips
-    /// package's `vgg.pth` plus torchvision's `vgg16-397923af.pth` work as they are. Strict: every
-    /// VGG and lin weight must be present (the scaling constants may be absent).
+    /// and torchvision VGG16 / AlexNet names (`features.N.*`; `classifier.*` is ignored) — so the lpips
+    /// package's `vgg.pth` plus torchvision's `vgg16-397923af.pth` (or `alex.pth` plus
+    /// `alexnet-owt-7be5be79.pth`) work as they are. Strict: every backbone and lin weight must be
+    /// present (the scaling constants may be absent).
     @discardableResult
     public func loadWeights(_ paths: [String]) throws -> LoadReport {
         var merged: [String: Tensor] = [:]
         for path in paths {
             for (key, tensor) in try Self.readStateDict(path) {
-                guard let name = Self.canonicalKey(key) else { continue }
+                guard let name = Self.canonicalKey(key, network: network) else { continue }
                 merged[name] = tensor
             }
         }
@@ -64,12 +85,12 @@ public final class LPIPS: Module {
     }
 
     /// The lpips name for a key, or nil for keys that carry nothing LPIPS uses.
-    static func canonicalKey(_ key: String) -> String? {
+    static func canonicalKey(_ key: String, network: Network = .vgg) -> String? {
         if key.hasPrefix("classifier.") { return nil }
         if key.hasPrefix("features.") {
             let rest = key.dropFirst("features.".count)
             guard let dot = rest.firstIndex(of: "."), let index = Int(rest[..<dot]),
-                  let slice = VGG16Features.slice(ofLayer: index) else { return key }
+                  let slice = network.ranges.firstIndex(where: { $0.contains(index) }).map({ $0 + 1 }) else { return key }
             return "net.slice\(slice).\(index)\(rest[dot...])"
         }
         if key.hasPrefix("lins.") {
@@ -135,7 +156,7 @@ public final class LPIPS: Module {
 
     /// lpips.pretrained_networks.vgg16: torchvision `vgg16().features` cut into five slices that
     /// keep the features' global layer indices as child names.
-    public final class VGG16Features: Module {
+    public final class VGG16Features: Module, LPIPSBackbone {
         /// Layer ranges of the slices in `features` (convs at the even offsets listed in `convs`).
         static let ranges = [0..<4, 4..<9, 9..<16, 16..<23, 23..<30]
         static let pools: Set<Int> = [4, 9, 16, 23]
@@ -160,7 +181,7 @@ public final class LPIPS: Module {
             var index = 0, inC = inChannels, conv = 0
             while index < 30 {
                 if Self.pools.contains(index) {
-                    layers.append((index, MaxPool2d()))
+                    layers.append((index, MaxPool2d(kernel: 2, stride: 2)))
                     index += 1
                     continue
                 }
@@ -176,6 +197,40 @@ public final class LPIPS: Module {
         }
 
         /// The five taps relu1_2 … relu5_3.
+        public func callAsFunction(_ x: Tensor) throws -> [Tensor] {
+            var h = x
+            return try slices.map { h = try $0(h); return h }
+        }
+    }
+
+    /// lpips.pretrained_networks.alexnet: torchvision `alexnet().features` cut after each ReLU
+    /// ([0:2], [2:5], [5:8], [8:10], [10:12]), global layer indices kept as child names.
+    public final class AlexNetFeatures: Module, LPIPSBackbone {
+        static let ranges = [0..<2, 2..<5, 5..<8, 8..<10, 10..<12]
+
+        public let slice1: IndexedSequential
+        public let slice2: IndexedSequential
+        public let slice3: IndexedSequential
+        public let slice4: IndexedSequential
+        public let slice5: IndexedSequential
+
+        public var slices: [IndexedSequential] { [slice1, slice2, slice3, slice4, slice5] }
+
+        public init(inChannels: Int = 3) throws {
+            let layers: [(Int, any UnaryLayer)] = [
+                (0, try Conv2d(inChannels, 64, kernelSize: 11, stride: 4, padding: 2)), (1, ReLU()),
+                (2, MaxPool2d(kernel: 3, stride: 2)),
+                (3, try Conv2d(64, 192, kernelSize: 5, padding: 2)), (4, ReLU()),
+                (5, MaxPool2d(kernel: 3, stride: 2)),
+                (6, try Conv2d(192, 384, kernelSize: 3, padding: 1)), (7, ReLU()),
+                (8, try Conv2d(384, 256, kernelSize: 3, padding: 1)), (9, ReLU()),
+                (10, try Conv2d(256, 256, kernelSize: 3, padding: 1)), (11, ReLU()),
+            ]
+            let s = Self.ranges.map { r in IndexedSequential(layers.filter { r.contains($0.0) }) }
+            (slice1, slice2, slice3, slice4, slice5) = (s[0], s[1], s[2], s[3], s[4])
+        }
+
+        /// The five taps relu1 … relu5.
         public func callAsFunction(_ x: Tensor) throws -> [Tensor] {
             var h = x
             return try slices.map { h = try $0(h); return h }
@@ -215,9 +270,12 @@ public final class LPIPS: Module {
         public func callAsFunction(_ x: Tensor) throws -> Tensor { try x.relu() }
     }
 
-    /// nn.MaxPool2d(kernel_size=2, stride=2).
+    /// nn.MaxPool2d(kernel_size=k, stride=s) (VGG: 2, 2; AlexNet: 3, 2).
     public final class MaxPool2d: Module, UnaryLayer {
-        public override init() {}
-        public func callAsFunction(_ x: Tensor) throws -> Tensor { try F.maxPool2d(x, kernel: (2, 2)) }
+        let kernel: Int, stride: Int
+        public init(kernel: Int = 2, stride: Int = 2) { (self.kernel, self.stride) = (kernel, stride) }
+        public func callAsFunction(_ x: Tensor) throws -> Tensor {
+            try F.maxPool2d(x, kernel: (kernel, kernel), stride: (stride, stride))
+        }
     }
 }
