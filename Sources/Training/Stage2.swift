@@ -435,11 +435,9 @@ public final class Stage2: PairFedStage, TrainingStage {
             return images
         }
         // An untimed first pass, so that no figure carries the first call's allocations.
-        let warm = try DDIMScheduler(section.scheduler)
-        warm.setStepLength(1000)
-        _ = try student.sample(noise: noise, timesteps: [few[0]], scheduler: warm, referenceLatent: cond.referenceLatent,
+        _ = try student.sample(noise: noise, timesteps: [few[0]], scheduler: section.scheduler, referenceLatent: cond.referenceLatent,
                                clip: cond.clip, pose: student.poseGuider(cond.canvas.unsqueeze(2)),
-                               motion: student.motionEncoder(b.faceCrop))
+                               motion: student.motionEncoder(b.faceCrop), logger: logger)
         var columns = [b.reference, b.target]
         if let teacher {
             columns.append(try run(teacher, many, "stage1_\(manySteps)step"))
