@@ -1,8 +1,10 @@
 # PersonaLive-Swift — set-up, build, test and demo. `make demo` and `make test` work on a fresh
 # Debian 12 machine: they install what is missing first (see `deps`).
 #
-#   LIBTORCH=/path/to/torch   build against another LibTorch (a PyTorch wheel's torch/ folder or a
-#                             CUDA libtorch); unset = Debian's libtorch-dev. TORCH_CUDA=1 links CUDA.
+#   LIBTORCH=/path/to/torch   build against another LibTorch (a CUDA libtorch, another wheel's torch/);
+#                             unset = the CPU wheel's that `make venv` installs (the default, measured
+#                             faster: README "Choosing a LibTorch"); LIBTORCH=debian = Debian's
+#                             libtorch-dev, which `make test` also builds and checks. TORCH_CUDA=1 links CUDA.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -13,7 +15,14 @@ PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
 # scikit-image: the independent SSIM/PSNR the evaluation metrics are checked against.
 PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14 scikit-image
-# Each LibTorch gets its own build folder, so switching LIBTORCH never mixes objects.
+PY_VERSION := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEEL_LIBTORCH := $(CURDIR)/$(VENV)/lib/python$(PY_VERSION)/site-packages/torch
+LIBTORCH ?= $(WHEEL_LIBTORCH)
+ifeq ($(LIBTORCH),debian)
+override LIBTORCH :=
+endif
+export LIBTORCH
+# Each LibTorch gets its own build folder, so switching LIBTORCH never mixes objects (.build is Debian's).
 BUILD_DIR := $(if $(LIBTORCH),.build-libtorch-$(shell echo '$(LIBTORCH)' | md5sum | cut -c1-8),.build)
 SWIFT_FLAGS := --scratch-path $(BUILD_DIR)
 BIN := $(BUILD_DIR)/debug/personalive
@@ -22,7 +31,7 @@ FIXTURES ?= $(abspath ../shared/fixtures)
 export PERSONALIVE_PYTHON := $(PYTHON)
 export PERSONALIVE_FIXTURES := $(FIXTURES)
 
-.PHONY: deps system-deps venv build release test demo bench clean
+.PHONY: deps system-deps venv build release test test-debian demo bench clean
 
 deps: system-deps venv
 
@@ -69,6 +78,22 @@ test: deps
 	fi
 	$(BIN) fixtures check $(FIXTURES) \
 	  --not-implemented "$$(grep -v '^\s*\(#\|$$\)' Tests/not-implemented-fixtures.txt | paste -sd, -)"
+	@if [ -n "$(LIBTORCH)" ]; then $(MAKE) --no-print-directory test-debian; fi
+
+# Debian's libtorch-dev stays supported: built (in .build) and checked with every fixture and a short
+# training run, next to the default LibTorch's full test run.
+DEBIAN_BIN := .build/debug/personalive
+test-debian: deps
+	@echo "== Debian's libtorch-dev: build, fixture checks, a short training run"
+	LIBTORCH= swift build --scratch-path .build --product personalive
+	LIBTORCH= $(DEBIAN_BIN) --version
+	LIBTORCH= $(DEBIAN_BIN) fixtures check $(FIXTURES) \
+	  --not-implemented "$$(grep -v '^\s*\(#\|$$\)' Tests/not-implemented-fixtures.txt | paste -sd, -)"
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && ln -s $(CURDIR)/Configs $$scratch/Configs && \
+	  cd $$scratch && $(CURDIR)/$(DEBIAN_BIN) dataset synth --out Datasets/synth.h5 --clips 6 --frames 16 --seed 3 >/dev/null && \
+	  $(CURDIR)/$(DEBIAN_BIN) train Configs/tiny/vae.yaml --max-steps 20 && \
+	  $(CURDIR)/$(DEBIAN_BIN) train Configs/tiny/vae.yaml --resume latest --max-steps 30 && \
+	  test -f Checkpoints/tiny-vae/checkpoint-30/vae.safetensors
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
 # synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → animation

@@ -119,7 +119,15 @@ final class ToyGANStage: TrainingStage {
         try Trainer(config: config(in: b, steps: 20), stage: RegressionStage(), logger: logger).run(resume: "latest")
         let la = losses(a), lb = losses(b)
         #expect(la.count == 20 && lb.count == 10)
-        #expect(Array(la.suffix(10)) == lb, "resumed losses differ:\n\(la.suffix(10))\n\(lb)")
+        // The checkpoint was written with Debian's LibTorch 1.13: there the losses agree exactly; another
+        // LibTorch reproduces its first ten steps only to float rounding (≈1e-7 relative), while a
+        // wrongly restored optimizer state (moments lost or swapped) moves them by far more than 1e-5.
+        if Torch.runtimeVersion.hasPrefix("1.13") {
+            #expect(Array(la.suffix(10)) == lb, "resumed losses differ:\n\(la.suffix(10))\n\(lb)")
+        } else {
+            let worst = zip(la.suffix(10), lb).map { abs($0 - $1) / max(abs($0), 1e-12) }.max() ?? .infinity
+            #expect(worst <= 1e-5, "resumed losses differ by up to \(worst) (relative):\n\(la.suffix(10))\n\(lb)")
+        }
         // It is saved again in the new format.
         #expect(FileManager.default.fileExists(atPath: root.appendingPathComponent("checkpoint-20/optimizer_model.safetensors").path))
     }
