@@ -139,6 +139,30 @@ extension PersonaLiveModel {
     }
 }
 
+extension PersonaLiveModel {
+    /// The modules under the file names a model.yaml's `weights:` uses.
+    public var namedModules: [(String, Module)] {
+        [("denoising_unet", denoiser), ("reference_unet", reference), ("pose_guider", poseGuider),
+         ("motion_encoder", motionEncoder), ("motion_extractor", motionExtractor), ("vae", vae), ("image_encoder", imageEncoder)]
+    }
+
+    /// Writes every module to `<name>.safetensors` in `directory` and a model.yaml there: the text of
+    /// `architecture` (a model.yaml without weights) plus a `weights:` section naming the files.
+    /// Returns the model.yaml's path.
+    public func writeModelFile(in directory: URL, architecture: String) throws -> String {
+        var weights: [String] = []
+        for (name, module) in namedModules {
+            let file = directory.appendingPathComponent("\(name).safetensors").path
+            try SafeTensors.write(module.stateDict(), to: file)
+            weights.append("  \(name): \(file)")
+        }
+        let path = directory.appendingPathComponent("model.yaml").path
+        try (String(contentsOfFile: architecture, encoding: .utf8) + "weights:\n" + weights.joined(separator: "\n") + "\n")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}
+
 // MARK: - loading helpers
 
 /// Module files, checkpoint folders and their configs.

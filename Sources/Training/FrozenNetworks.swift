@@ -22,6 +22,18 @@ enum FrozenNetworks {
         return vae
     }
 
+    /// The frozen motion extractor of a `motion_extractor` checkpoint folder (`<section>.motion_extractor_checkpoint`).
+    static func motionExtractor(path: String, section: String, file: String, precision: Precision,
+                                logger: Logger) throws -> MotionExtractor {
+        let me = try CheckpointModules.load(folder: path, key: "motion_extractor", what: "\(section).motion_extractor_checkpoint",
+                                            logger: logger) { m in
+            try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["model"]?["motion_extractor"],
+                                                     name: "model.motion_extractor", file: file))
+        }
+        try freeze(me, precision)
+        return me
+    }
+
     /// The frozen CLIP image encoder of `model.image_encoder` and its preprocessing: weights from
     /// `path` (a transformers folder or a weights file), or random when `path` is empty.
     static func imageEncoder(_ config: TrainingConfig, path: String, section: String, precision: Precision,

@@ -160,13 +160,8 @@ public final class Stage1: PairFedStage, TrainingStage {
                                          logger: logger)
         var extractor: MotionExtractor?
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
-            let me = try CheckpointModules.load(folder: section.motion_extractor_checkpoint, key: "motion_extractor",
-                                                what: "stage1.motion_extractor_checkpoint", logger: logger) { m in
-                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["model"]?["motion_extractor"],
-                                                         name: "model.motion_extractor", file: file))
-            }
-            try FrozenNetworks.freeze(me, precision)
-            extractor = me
+            extractor = try FrozenNetworks.motionExtractor(path: section.motion_extractor_checkpoint, section: "stage1", file: file,
+                                                   precision: precision, logger: logger)
         }
         model = Stage1Model(denoiser: denoiser, reference: reference, poseGuider: poseGuider,
                             motionEncoder: motionEncoder, imageEncoder: imageEncoder, vae: vae, motionExtractor: extractor)

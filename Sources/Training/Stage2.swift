@@ -246,13 +246,8 @@ public final class Stage2: PairFedStage, TrainingStage {
         if let lpips { try precision.placeFrozen(lpips) }
         vae = try FrozenNetworks.vae(config, path: section.vae_checkpoint, section: "stage2", precision: precision, logger: logger)
         if !useGT || !section.motion_extractor_checkpoint.isEmpty {
-            let me = try CheckpointModules.load(folder: section.motion_extractor_checkpoint, key: "motion_extractor",
-                                                what: "stage2.motion_extractor_checkpoint", logger: logger) { m in
-                try MotionExtractor(ConfigLoader.section(MotionExtractor.Config.self, m["model"]?["motion_extractor"],
-                                                         name: "model.motion_extractor", file: file))
-            }
-            try FrozenNetworks.freeze(me, precision)
-            motionExtractor = me
+            motionExtractor = try FrozenNetworks.motionExtractor(path: section.motion_extractor_checkpoint, section: "stage2", file: file,
+                                                   precision: precision, logger: logger)
         } else {
             motionExtractor = nil
         }

@@ -17,20 +17,7 @@ import Torch
 /// of other targets running in parallel.
 func writeTinyModel(in dir: URL) throws -> String {
     let source = EvalPaths.packageRoot + "/Configs/tiny/model.yaml"
-    let m = try PersonaLiveModel.random(modelYAML: source)
-    let modules: [(String, Module)] = [("denoising_unet", m.denoiser), ("reference_unet", m.reference),
-                                       ("pose_guider", m.poseGuider), ("motion_encoder", m.motionEncoder),
-                                       ("motion_extractor", m.motionExtractor), ("vae", m.vae), ("image_encoder", m.imageEncoder)]
-    var weights: [String] = []
-    for (name, module) in modules {
-        let file = dir.appendingPathComponent("\(name).safetensors").path
-        try SafeTensors.write(module.stateDict(), to: file)
-        weights.append("  \(name): \(file)")
-    }
-    let path = dir.appendingPathComponent("model.yaml").path
-    try (String(contentsOfFile: source, encoding: .utf8) + "weights:\n" + weights.joined(separator: "\n") + "\n")
-        .write(toFile: path, atomically: true, encoding: .utf8)
-    return path
+    return try PersonaLiveModel.random(modelYAML: source).writeModelFile(in: dir, architecture: source)
 }
 
 /// LPIPS with random weights (non-negative heads), saved as safetensors.

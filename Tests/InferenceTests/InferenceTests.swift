@@ -27,20 +27,7 @@ enum InferencePaths {
 func writeTinyModel(in dir: URL) throws -> String {
     let source = InferencePaths.packageRoot.appendingPathComponent("Configs/tiny/model.yaml").path
     try Torch.manualSeed(5)
-    let m = try PersonaLiveModel.random(modelYAML: source)
-    let modules: [(String, Module)] = [("denoising_unet", m.denoiser), ("reference_unet", m.reference),
-                                       ("pose_guider", m.poseGuider), ("motion_encoder", m.motionEncoder),
-                                       ("motion_extractor", m.motionExtractor), ("vae", m.vae), ("image_encoder", m.imageEncoder)]
-    var weights: [String] = []
-    for (name, module) in modules {
-        let file = dir.appendingPathComponent("\(name).safetensors").path
-        try SafeTensors.write(module.stateDict(), to: file)
-        weights.append("  \(name): \(file)")
-    }
-    let path = dir.appendingPathComponent("model.yaml").path
-    try (String(contentsOfFile: source, encoding: .utf8) + "weights:\n" + weights.joined(separator: "\n") + "\n")
-        .write(toFile: path, atomically: true, encoding: .utf8)
-    return path
+    return try PersonaLiveModel.random(modelYAML: source).writeModelFile(in: dir, architecture: source)
 }
 
 /// Decoded frames of a video as float arrays.
