@@ -11,6 +11,15 @@ import NN
 import Torch
 
 enum FrozenNetworks {
+    /// The stage's dataset; with data.use_gt_keypoints every clip must hold pose and keypoints.
+    static func dataset(_ config: TrainingConfig, logger: Logger) throws -> DatasetReader {
+        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
+        if config.data.use_gt_keypoints, !ds.clips.allSatisfy({ $0.hasPose && $0.hasKeypoints }) {
+            throw TrainingError.invalid("\(config.data.dataset): data.use_gt_keypoints needs pose and keypoints in every clip")
+        }
+        return ds
+    }
+
     /// The frozen VAE named by `<section>.vae_checkpoint`, in eval mode and the weight dtype.
     static func vae(_ config: TrainingConfig, path: String, section: String, precision: Precision,
                     logger: Logger) throws -> AutoencoderKL {

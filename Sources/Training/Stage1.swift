@@ -180,10 +180,7 @@ public final class Stage1: PairFedStage, TrainingStage {
         step = s
         clipProcessor = processor
 
-        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
-        if useGT, !ds.clips.allSatisfy({ $0.hasPose && $0.hasKeypoints }) {
-            throw TrainingError.invalid("\(config.data.dataset): data.use_gt_keypoints needs pose and keypoints in every clip")
-        }
+        let ds = try FrozenNetworks.dataset(config, logger: logger)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         drive = try Self.driveSampler(config, dataset: ds, section: section)

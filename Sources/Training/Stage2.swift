@@ -261,10 +261,7 @@ public final class Stage2: PairFedStage, TrainingStage {
         s.bankDropRatio = section.bank_drop_ratio
         step = s
 
-        let ds = try DatasetReader(path: config.data.dataset, logger: logger)
-        if useGT, !ds.clips.allSatisfy({ $0.hasPose && $0.hasKeypoints }) {
-            throw TrainingError.invalid("\(config.data.dataset): data.use_gt_keypoints needs pose and keypoints in every clip")
-        }
+        let ds = try FrozenNetworks.dataset(config, logger: logger)
         latentScale = try FrozenNetworks.latentScale(section.latent_scale, vae: vae, dataset: ds, config: config,
                                                      imageSize: section.image_size, precision: precision, logger: logger)
         let feeds = try stageFeeds(config, dataset: ds, imageSize: section.image_size,
@@ -455,8 +452,7 @@ public final class Stage2: PairFedStage, TrainingStage {
         var x = try (images + 1) / 2
         if x.shape[2] != size || x.shape[3] != size { x = try F.interpolate(x, size: (size, size), mode: .bilinear) }
         let out = try me.detector(precision.frozenInput(x))
-        return try Tensor.stack([out.pitch, out.yaw, out.roll].map {
-            try Keypoints.degrees($0.to(.float32), numBins: me.config.num_bins, idx: me.idx_tensor.to(.float32))
-        }, dim: 1)
+        return try Keypoints.headAngles(pitch: out.pitch, yaw: out.yaw, roll: out.roll, numBins: me.config.num_bins,
+                                        idx: me.idx_tensor)
     }
 }
