@@ -293,11 +293,24 @@ struct RunFolderLoader {
         let model = cfg["model"]
         let fm = FileManager.default
         // Checkpoint folders the stage section names (e.g. the stage-1 checkpoint a stage-2 run
-        // starts from), searched after the checkpoint itself for modules it does not hold.
+        // starts from), and those their sections name in turn (a stage-3 run → stage 2 → stage 1),
+        // searched nearest first after the checkpoint itself for modules it does not hold.
         var folders = [checkpoint]
-        if case .object(let dict) = section {
+        var next = 0
+        while next < folders.count {
+            let folder = folders[next]
+            next += 1
+            let named: JSONValue?
+            if folder == checkpoint {
+                named = section
+            } else {
+                let c = try CheckpointModules.config(of: folder)
+                named = c["stage"]?.string.flatMap { c[$0] }
+            }
+            guard case .object(let dict)? = named else { continue }
             for (_, v) in dict.sorted(by: { $0.key < $1.key }) {
-                if let p = v.string, fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path) {
+                if let p = v.string, fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path),
+                   !folders.contains(where: { $0.standardizedFileURL.path == URL(fileURLWithPath: p).standardizedFileURL.path }) {
                     folders.append(URL(fileURLWithPath: p))
                 }
             }
