@@ -218,7 +218,10 @@ import Torch
         for (name, other) in [("boundary", stageB), ("mid-clip", stageC)] {
             let b = try temporalAndD(other)
             #expect(a.count == b.count && !a.isEmpty)
-            for (x, y) in zip(a, b) { #expect(x.0 == y.0 && (try x.1.maxAbsDiff(y.1)) == 0, "\(name): \(x.0) differs") }
+            for (x, y) in zip(a, b) {
+                let diff = try x.1.maxAbsDiff(y.1)
+                #expect(x.0 == y.0 && diff == 0, "\(name): \(x.0) differs")
+            }
         }
         for key in ["loss", "loss_mse", "loss_d"] {
             let la = records(runs[0].dir).compactMap { $0[key] as? Double }
