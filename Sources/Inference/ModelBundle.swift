@@ -186,6 +186,21 @@ public enum CheckpointModules {
     }
 
     /// A checkpoint folder's config.yaml, with `model:` read from the file it names when it is a path.
+    /// A path a checkpoint's config names: as given when it exists (relative to the working
+    /// directory, as `train` resolved it), else relative to the nearest ancestor of the checkpoint
+    /// folder where it exists (the run was started from another directory).
+    public static func resolve(_ path: String, from folder: String) -> String {
+        let fm = FileManager.default
+        guard !path.hasPrefix("/"), !fm.fileExists(atPath: path) else { return path }
+        var dir = URL(fileURLWithPath: folder).standardizedFileURL
+        while dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+            let candidate = dir.appendingPathComponent(path).path
+            if fm.fileExists(atPath: candidate) { return candidate }
+        }
+        return path
+    }
+
     public static func config(of folder: URL) throws -> JSONValue {
         let path = folder.appendingPathComponent("config.yaml").path
         guard FileManager.default.fileExists(atPath: path) else {
@@ -309,7 +324,9 @@ struct RunFolderLoader {
             }
             guard case .object(let dict)? = named else { continue }
             for (_, v) in dict.sorted(by: { $0.key < $1.key }) {
-                if let p = v.string, fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path),
+                guard let named = v.string, !named.isEmpty else { continue }
+                let p = CheckpointModules.resolve(named, from: folder.path)
+                if fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path),
                    !folders.contains(where: { $0.standardizedFileURL.path == URL(fileURLWithPath: p).standardizedFileURL.path }) {
                     folders.append(URL(fileURLWithPath: p))
                 }

@@ -327,9 +327,9 @@ public final class Stage3: TrainingStage {
                 let cfgPath = URL(fileURLWithPath: f).appendingPathComponent("config.yaml").path
                 guard FileManager.default.fileExists(atPath: cfgPath) else { break }
                 let cfg = try TrainingConfig.load(path: cfgPath)
-                if let p = cfg.stageSection["image_encoder_path"]?.string, !p.isEmpty { clipPath = Self.resolve(p, from: f); break }
+                if let p = cfg.stageSection["image_encoder_path"]?.string, !p.isEmpty { clipPath = CheckpointModules.resolve(p, from: f); break }
                 folder = (cfg.stageSection["stage1_checkpoint"]?.string ?? cfg.stageSection["stage2_checkpoint"]?.string)
-                    .map { Self.resolve($0, from: f) }
+                    .map { CheckpointModules.resolve($0, from: f) }
             }
             guard !clipPath.isEmpty else {
                 throw TrainingError.invalid("\(file): stage3.image_encoder_path is empty and no image_encoder.safetensors was found "
@@ -378,21 +378,6 @@ public final class Stage3: TrainingStage {
         }
         feed = try SequenceFeed(sampler: train, prefetch: config.data.prefetch, device: precision.device)
         valFeed = try SequenceFeed(sampler: val, prefetch: 1, device: precision.device)
-    }
-
-    /// A path a checkpoint's config names: as given when it exists (relative to the working
-    /// directory, as `train` resolves it), else relative to the nearest ancestor of the checkpoint
-    /// folder where it exists (the run was started from another directory).
-    static func resolve(_ path: String, from folder: String) -> String {
-        let fm = FileManager.default
-        guard !path.hasPrefix("/"), !fm.fileExists(atPath: path) else { return path }
-        var dir = URL(fileURLWithPath: folder).standardizedFileURL
-        while dir.path != "/" {
-            dir = dir.deletingLastPathComponent()
-            let candidate = dir.appendingPathComponent(path).path
-            if fm.fileExists(atPath: candidate) { return candidate }
-        }
-        return path
     }
 
     public var savedModules: [(String, Module)] { [("temporal_module", temporal), ("discriminator", discriminator)] }

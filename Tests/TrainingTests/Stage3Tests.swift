@@ -5,6 +5,7 @@
 import Foundation
 import Logging
 import Data
+import Inference
 import Models
 import NN
 import Testing
@@ -73,7 +74,18 @@ import Torch
             """
         try s1.write(to: dir.appendingPathComponent("s1.yaml"), atomically: true, encoding: .utf8)
         try s2.write(to: dir.appendingPathComponent("s2.yaml"), atomically: true, encoding: .utf8)
-        for file in ["vae.yaml", "s1.yaml", "s2.yaml"] {
+        let me = """
+            stage: motion_extractor
+            run_name: me
+            model:
+              motion_extractor: {num_kp: 21, num_bins: 66, depths: [1, 1, 1, 1], dims: [8, 8, 16, 16]}
+            data: {dataset: Datasets/synth.h5, train_bs: 2, sample_margin: 2}
+            solver: {learning_rate: 1.0e-3, max_train_steps: 1}
+            validation: {validation_steps: 0, num_samples: 2}
+            checkpointing: {checkpointing_steps: 1}
+            """
+        try me.write(to: dir.appendingPathComponent("me.yaml"), atomically: true, encoding: .utf8)
+        for file in ["vae.yaml", "me.yaml", "s1.yaml", "s2.yaml"] {
             let (status, out) = try runCLI(["train", file, "--threads", "2"], in: dir)
             try #require(status == 0, "train \(file) failed: \(out)")
         }
@@ -90,6 +102,7 @@ import Torch
             stage3:
               stage2_checkpoint: \(dir.path)/Checkpoints/s2/checkpoint-1
               vae_checkpoint: \(dir.path)/Checkpoints/vae/checkpoint-1
+              motion_extractor_checkpoint: \(dir.path)/Checkpoints/me/checkpoint-1
               latent_scale: 0
               image_size: 64
               motion_encoder_size: 64
@@ -159,6 +172,17 @@ import Torch
         let freshParams = Dictionary(fresh.namedParameters(), uniquingKeysWith: { a, _ in a })
         for (k, p) in stage.denoiser.namedParameters() where k.contains("temporal_modules.") {
             #expect(try p.maxAbsDiff(freshParams[k]!) == 0, "\(k) did not round-trip")
+        }
+        // The run folder loads for inference as the stage-2 denoiser with these temporal modules
+        // (stage-1 CLIP and the frozen networks found along the chain of checkpoints).
+        let model = try PersonaLiveModel.load(dir.appendingPathComponent("Checkpoints/s3").path)
+        #expect(model.hasTemporalModules)
+        #expect(model.sources.contains { $0.hasPrefix("temporal_module:") && $0.contains("Checkpoints/s3/checkpoint-1") })
+        #expect(model.sources.contains { $0.hasPrefix("denoising_unet:") && $0.contains("Checkpoints/s2/checkpoint-1") })
+        let loaded = Dictionary(model.denoiser.namedParameters(), uniquingKeysWith: { a, _ in a })
+        for (k, p) in stage.denoiser.namedParameters() {
+            let q = try #require(loaded[k], "\(k) not in the loaded denoiser")
+            #expect(try p.maxAbsDiff(q) == 0, "\(k) differs in the loaded model")
         }
         let r = try #require(records(dir).last)
         #expect((r["optimizer_steps"] as? Double) == 2 && r["loss_mse"] != nil && r["loss_adv"] != nil && r["loss_d"] == nil)

@@ -192,9 +192,12 @@ public struct SlidingWindowStep {
         var ordinal = 0
         for i in 0..<slides {
             let l = i * m
+            // Contiguous windows: LibTorch's CPU GroupNorm backward picks its channels-last kernel
+            // for some strided views of a frame slice, and that kernel crashed (null dereference)
+            // when the GroupNorm weights take no gradient (the frozen non-temporal layers).
             let x = try buffer.narrow(2, start: l, length: w).contiguous().detach()
-            let p = try pose.narrow(2, start: l, length: w)
-            let mot = try motion.narrow(1, start: l, length: w)
+            let p = try pose.narrow(2, start: l, length: w).contiguous()
+            let mot = try motion.narrow(1, start: l, length: w).contiguous()
             func forward() throws -> Tensor {
                 let eps = try denoiser(x, timesteps: tUNet, clip: inputs.clip, motion: mot,
                                        poseCond: draws.dropPose ? nil : p)
