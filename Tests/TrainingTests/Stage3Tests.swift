@@ -206,6 +206,40 @@ import Torch
         #expect(throws: TrainingError.self) { _ = try StageFactory.make(try TrainingConfig.load(path: url.path), logger: logger) }
     }
 
+    /// The shipped configs decode (only their files are missing here), and the stage-3 section's
+    /// errors name the key: an unknown key with the closest valid one, a window that does not match
+    /// the timesteps.
+    @Test func configsDecodeAndSectionErrorsNameTheKey() throws {
+        for name in ["tiny", "sd15"] {
+            let cfg = try TrainingConfig.load(path: TrainingTestPaths.packageRoot.appendingPathComponent("Configs/\(name)/stage3.yaml").path)
+            #expect(cfg.stage == "stage3")
+            let problems = StageFactory.problems(cfg, checkFiles: false)
+            #expect(problems.allSatisfy { $0.contains("cuda") }, "Configs/\(name)/stage3.yaml: \(problems)")
+            let section = try ConfigLoader.section(Stage3Section.self, cfg.stageSection, name: "stage3", file: cfg.sourcePath)
+            #expect(section.timesteps_list == [999, 666, 333, 0] && section.temporal_window_size == 4 && cfg.data.n_sample_frames == 40)
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pl-s3c-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (extra, needle) in [("temporal_adaptive_stepp: 4", "did you mean 'temporal_adaptive_step'"),
+                                ("temporal_adaptive_step: 3", "one chunk per noise level"),
+                                ("d_start: -1", "expected a value >= 0")] {
+            let url = dir.appendingPathComponent("s3.yaml")
+            try """
+                stage: stage3
+                run_name: s3
+                model: \(TrainingTestPaths.packageRoot.appendingPathComponent("Configs/tiny/model.yaml").path)
+                data: {dataset: none.h5, n_sample_frames: 40}
+                stage3:
+                  stage2_checkpoint: none
+                  lpips_weight: 0
+                  \(extra)
+                """.write(to: url, atomically: true, encoding: .utf8)
+            let problems = StageFactory.problems(try TrainingConfig.load(path: url.path), checkFiles: false).joined(separator: "\n")
+            #expect(problems.contains(needle), "\(extra): \(problems)")
+        }
+    }
+
     /// Two clips uninterrupted; the same stopped at the clip boundary (checkpoint 1) and resumed;
     /// the same interrupted in the middle of clip 2 (after its first gradient slide: the clip
     /// finishes, the checkpoint lands after it) and resumed. Weights and losses agree bit for bit.
