@@ -311,6 +311,8 @@ struct RunFolderLoader {
         // starts from), and those their sections name in turn (a stage-3 run → stage 2 → stage 1),
         // searched nearest first after the checkpoint itself for modules it does not hold.
         var folders = [checkpoint]
+        // The stage sections along the chain, nearest first, with their folders.
+        var chained: [(folder: URL, section: JSONValue)] = []
         var next = 0
         while next < folders.count {
             let folder = folders[next]
@@ -321,6 +323,7 @@ struct RunFolderLoader {
             } else {
                 let c = try CheckpointModules.config(of: folder)
                 named = c["stage"]?.string.flatMap { c[$0] }
+                if let named { chained.append((folder, named)) }
             }
             guard case .object(let dict)? = named else { continue }
             for (_, v) in dict.sorted(by: { $0.key < $1.key }) {
@@ -345,7 +348,15 @@ struct RunFolderLoader {
             throw InferenceError("\(checkpoint.path): no \(key).safetensors here or in the checkpoints its config names ("
                                  + folders.dropFirst().map(\.path).joined(separator: ", ") + ")")
         }
-        func str(_ key: String) -> String { section[key]?.string ?? "" }
+        // A path this stage leaves empty is the one the nearest checkpoint it starts from names
+        // (stage 3 inherits stage 2's VAE and motion extractor).
+        func str(_ key: String) -> String {
+            if let own = section[key]?.string, !own.isEmpty { return own }
+            for (folder, s) in chained {
+                if let p = s[key]?.string, !p.isEmpty { return CheckpointModules.resolve(p, from: folder.path) }
+            }
+            return ""
+        }
         func int(_ key: String, _ d: Int) -> Int { section[key]?.int ?? d }
 
         var settings = PipelineSettings()
