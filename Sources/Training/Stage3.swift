@@ -570,8 +570,10 @@ public final class Stage3: TrainingStage {
         let cond = try conditions(b, sampleLatents: false, generator: nil)
         let target = cond.inputs.targetLatents
         let noise = try Tensor.randn(target.shape, generator: Generator(seed: config.validation.seed), device: target.device)
-        let out = try step(cond.inputs, draws: SlidingWindowDraws(noiseInit: noise, bankDraws: nil),
-                           generator: Generator(seed: config.validation.seed &+ 1)) { _ in }
+        // The whole reference bank (no token drop), as at inference.
+        var full = step
+        full.bankDropRatio = 0
+        let out = try full(cond.inputs, draws: SlidingWindowDraws(noiseInit: noise), generator: Generator(seed: config.validation.seed &+ 1)) { _ in }
         let emittedFrames = out.slides.count * step.chunkFrames
         let gen = try out.finalBuffer.narrow(2, start: 0, length: emittedFrames)
         let gt = try target.narrow(2, start: 0, length: emittedFrames)
