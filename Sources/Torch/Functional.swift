@@ -26,8 +26,9 @@ public enum F {
         // LibTorch's CPU GroupNorm backward segfaults (null dX in its channels-last kernel) when the
         // input takes no gradient, the weight does and the input's strides look channels-last (a
         // frame-major view, e.g. a frozen UNet feeding trainable temporal modules, stage 3; also
-        // reproduced in PyTorch 2.13). Such an input is made contiguous first.
-        let input = !x.requiresGrad && (weight?.requiresGrad ?? false) ? try x.contiguous() : x
+        // reproduced in PyTorch 2.13). Such an input is made contiguous first, only when a backward
+        // can follow (grad mode on), so that no-grad passes keep LibTorch's kernel choice.
+        let input = Torch.isGradEnabled && !x.requiresGrad && (weight?.requiresGrad ?? false) ? try x.contiguous() : x
         return try make { tc_group_norm(input.handle, Int64(groups), weight?.handle, bias?.handle, eps, $0) }
     }
 
