@@ -240,6 +240,55 @@ import Torch
         }
     }
 
+    /// temporal_module_path takes our safetensors, a torch.save'd temporal_module.pth (as released)
+    /// and an AnimateDiff-style file (motion_modules. keys with pe tables): each loads exactly.
+    @Test func temporalModuleInitFromReleasedAndAnimateDiffFiles() throws {
+        let python = try #require(TrainingTestPaths.python, "no Python at $PERSONALIVE_PYTHON or .venv/bin/python (make venv creates it)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pl-s3t-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try TrainingConfig.load(path: TrainingTestPaths.packageRoot.appendingPathComponent("Configs/tiny/stage3.yaml").path).model
+        var c = try ConfigLoader.section(UNet3DConditionModel.Config.self, model["denoising_unet"], name: "model.denoising_unet", file: "model.yaml")
+        c.use_temporal_module = true
+        let source = try RandomContext.with(try Generator(seed: 21)) { try UNet3DConditionModel(c) }
+        let ours = dir.appendingPathComponent("temporal_module.safetensors").path
+        try SafeTensors.write(source.temporalModuleSubset.stateDict(), to: ours)
+        let script = """
+            import sys, torch
+            from safetensors.torch import load_file
+            sd = load_file(sys.argv[1])
+            torch.save(sd, sys.argv[2])
+            ad = {k.replace("temporal_modules.", "motion_modules."): v for k, v in sd.items()}
+            torch.save({"state_dict": ad}, sys.argv[3])
+            print("ok", len(sd), sum(k.endswith("pos_encoder.pe") for k in ad))
+            """
+        let pth = dir.appendingPathComponent("temporal_module.pth").path, animateDiff = dir.appendingPathComponent("mm_sd.ckpt").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = ["-c", script, ours, pth, animateDiff]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        p.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        try #require(p.terminationStatus == 0, "\(text)")
+        let expected = Dictionary(source.temporalModuleSubset.namedParameters(), uniquingKeysWith: { a, _ in a })
+        for file in [ours, pth, animateDiff] {
+            let target = try RandomContext.with(try Generator(seed: 99)) { try UNet3DConditionModel(c) }
+            let line = try TemporalModuleInit.load(file, into: target)
+            #expect(file != animateDiff || line.contains("AnimateDiff"), "\(line)")
+            for (k, t) in target.temporalModuleSubset.namedParameters() {
+                #expect(try t.maxAbsDiff(expected[k]!) == 0, "\(file): \(k) differs")
+            }
+        }
+        // A file without temporal or motion modules is refused, naming the key and the file.
+        let wrong = dir.appendingPathComponent("wrong.safetensors").path
+        try SafeTensors.write([("conv_in.weight", try Tensor.zeros([2]))], to: wrong)
+        let target = try UNet3DConditionModel(c)
+        #expect(throws: TrainingError.self) { _ = try TemporalModuleInit.load(wrong, into: target) }
+    }
+
     /// Two clips uninterrupted; the same stopped at the clip boundary (checkpoint 1) and resumed;
     /// the same interrupted in the middle of clip 2 (after its first gradient slide: the clip
     /// finishes, the checkpoint lands after it) and resumed. Weights and losses agree bit for bit.
