@@ -96,7 +96,8 @@ test-debian: deps
 	  test -f Checkpoints/tiny-vae/checkpoint-30/vae.safetensors
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
-# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → animation
+# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → stage 3 (and its
+# comparison with stage 2 on 200-frame streams of Datasets/synth_long.h5) → animation
 # of a synthetic val clip and of the PersonaLive demo video, then a report of every run and each step's
 # wall time. Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2 \
