@@ -177,7 +177,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     /// Where the config was read from (paths inside it are relative to the working directory).
     public var sourcePath: String = ""
 
-    public static let stages = ["vae", "motion_extractor", "unet", "stage1", "stage2"]
+    public static let stages = ["vae", "motion_extractor", "unet", "stage1", "stage2", "stage3"]
     static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing",
                        "freeze"] + stages
 
