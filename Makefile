@@ -102,9 +102,9 @@ test-debian: deps
 # wall time. Re-running resumes each run from its latest checkpoint (finished runs are skipped).
 DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2 \
              Experiments/tiny-stage3
-# The animations use the stage-1 model: on the tiny demo, stage 2 does not yet improve the 4-step
-# stream (README, "Stage 2"); `evaluate --compare` below shows both.
-DEMO_MODEL := Checkpoints/tiny-stage1
+# The animations use the whole pipeline: the stage-2 (4-step) model with the stage-3 temporal
+# modules; `evaluate --compare` below compares stages 1 and 2, the stage-3 comparison stages 2 and 3.
+DEMO_MODEL := Checkpoints/tiny-stage3
 DEMO_OUT := Experiments/animate
 DEMO_MEDIA := $(abspath ../shared/media)
 DEMO_TIMES := Experiments/demo_times.txt
