@@ -140,6 +140,8 @@ public final class PersonaLiveServer: @unchecked Sendable {
             let session = StreamSession(modelLock: modelLock, scratch: work, seed: options.seed, logger: logger)
             do {
                 try await session.run(inbound: inbound, outbound: outbound)
+            } catch is CancellationError {
+                logger.info("stream closed: the server is stopping")
             } catch {
                 logger.error("stream failed: \(error)")
                 try? await outbound.write(.text(StreamSession.error("stream failed: \(error)")))

@@ -56,7 +56,7 @@ final class UncheckedCollector: @unchecked Sendable {
             browser.executableURL = URL(fileURLWithPath: chromium)
             browser.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
                                  "--user-data-dir=\(profile.path)", "--remote-debugging-port=0",
-                                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                 "--remote-allow-origins=*", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                                  "--autoplay-policy=no-user-gesture-required", "http://127.0.0.1:\(port)/?autostart"]
             browser.standardOutput = FileHandle.nullDevice
             browser.standardError = FileHandle.nullDevice
