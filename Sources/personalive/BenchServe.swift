@@ -36,8 +36,9 @@ struct BenchServeCommand: ParsableCommand {
         options.port = 0
         options.concurrency = concurrency
         options.maxStreams = 4
+        // Hummingbird reports its own cancellation at shutdown as errors; the bench shows only its figures.
         var quiet = logger
-        quiet.logLevel = .warning
+        quiet.logLevel = .critical
         let server = try PersonaLiveServer(model: model, options: options, logger: quiet)
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("bench-serve-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)

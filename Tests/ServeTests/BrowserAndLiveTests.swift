@@ -124,6 +124,51 @@ final class UncheckedCollector: @unchecked Sendable {
         }
     }
 
+    /// `personalive serve` as a user starts it: it prints where it listens, answers, and on Ctrl-C
+    /// (SIGINT) stops cleanly and removes its work folder.
+    @Test func serveCommandStartsAnswersAndStopsCleanly() async throws {
+        let bin = try #require(ServePaths.binary, "the personalive executable must be built next to the tests (make test builds it)")
+        let dir = try ServePaths.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Torch.manualSeed(5)
+        let model = try PersonaLiveModel.random(modelYAML: ServePaths.tinyYAML).writeModelFile(in: dir, architecture: ServePaths.tinyYAML)
+        let tmp = dir.appendingPathComponent("tmp")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = bin
+        p.arguments = ["serve", "--model", model, "--port", "0", "--log-level", "warning"]
+        var env = ProcessInfo.processInfo.environment
+        env["TMPDIR"] = tmp.path
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        let lines = UncheckedCollector()
+        out.fileHandleForReading.readabilityHandler = { lines.append($0.availableData) }
+        try p.run()
+        var port: Int?
+        for _ in 0..<600 where port == nil {
+            let text = String(decoding: lines.data, as: UTF8.self)
+            if let r = text.range(of: "serving on http://127.0.0.1:") {
+                port = Int(text[r.upperBound...].prefix { $0.isNumber })
+            } else {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let bound = try #require(port, "serve did not say where it listens: \(String(decoding: lines.data, as: UTF8.self))")
+        let health = try await http("GET", "http://127.0.0.1:\(bound)/healthz")
+        #expect(health.status == 200 && health.json["status"] as? String == "ok", "\(health.text)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).contains { $0.hasPrefix("personalive-serve-") })
+        p.interrupt()
+        for _ in 0..<300 where p.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!p.isRunning, "serve did not stop on SIGINT within 30 s")
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil
+        #expect(p.terminationStatus == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).isEmpty, "the work folder stayed")
+    }
+
     @Test func liveFromAFileStdinAndAMissingCamera() throws {
         let bin = try #require(ServePaths.binary, "the personalive executable must be built next to the tests (make test builds it)")
         let dir = try ServePaths.scratch()
