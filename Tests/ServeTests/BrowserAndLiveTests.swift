@@ -130,7 +130,6 @@ final class UncheckedCollector: @unchecked Sendable {
         let bin = try #require(ServePaths.binary, "the personalive executable must be built next to the tests (make test builds it)")
         let dir = try ServePaths.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Torch.manualSeed(5)
         let model = try PersonaLiveModel.random(modelYAML: ServePaths.tinyYAML).writeModelFile(in: dir, architecture: ServePaths.tinyYAML)
         let tmp = dir.appendingPathComponent("tmp")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
@@ -173,7 +172,6 @@ final class UncheckedCollector: @unchecked Sendable {
         let bin = try #require(ServePaths.binary, "the personalive executable must be built next to the tests (make test builds it)")
         let dir = try ServePaths.scratch()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try Torch.manualSeed(5)
         let model = try PersonaLiveModel.random(modelYAML: ServePaths.tinyYAML).writeModelFile(in: dir, architecture: ServePaths.tinyYAML)
         let reference = dir.appendingPathComponent("ref.png").path
         try ImageIO.write(syntheticFrame(0), to: reference)

@@ -51,7 +51,6 @@ let testLogger: Logger = {
 }()
 
 func tinyModel() throws -> PersonaLiveModel {
-    try Torch.manualSeed(7)
     return try PersonaLiveModel.random(modelYAML: ServePaths.tinyYAML)
 }
 
