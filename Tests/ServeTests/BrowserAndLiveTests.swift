@@ -44,7 +44,7 @@ final class UncheckedCollector: @unchecked Sendable {
     var data: Data { lock.lock(); defer { lock.unlock() }; return buffer }
 }
 
-@Suite(.serialized) struct BrowserAndLiveTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct BrowserAndLiveTests {
     /// The page at / opens Chromium's fake camera, streams to /v1/stream and shows generated frames.
     @Test func webcamPageShowsGeneratedFramesInHeadlessChromium() async throws {
         let chromium = try #require(ServePaths.tool("chromium") ?? ServePaths.tool("chromium-browser"),
