@@ -8,8 +8,9 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libswscale-dev pkg-config \
-                libopenblas0-pthread ffmpeg
+# libavdevice-dev: `live --input /dev/videoN` (V4L2); chromium: the serve tests open the webcam page headless.
+APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libavdevice-dev libswscale-dev pkg-config \
+                libopenblas0-pthread ffmpeg chromium
 VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).

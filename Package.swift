@@ -24,7 +24,7 @@ torchLinker += [.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLib
 
 let package = Package(
     name: "PersonaLive",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "personalive", targets: ["personalive"]),
     ],
@@ -32,6 +32,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // `serve` (Sources/Serve only) and its tests.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(
@@ -47,7 +53,7 @@ let package = Package(
         .target(
             name: "CFFmpeg",
             cSettings: [.unsafeFlags(["-I/usr/include/x86_64-linux-gnu"])],
-            linkerSettings: [.linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]
+            linkerSettings: [.linkedLibrary("avdevice"), .linkedLibrary("avformat"), .linkedLibrary("avcodec"), .linkedLibrary("swscale"), .linkedLibrary("avutil")]
         ),
         // Pixel loops (decode conversion, resizing, synthetic rendering, sampling) are optimised even in
         // debug builds: unoptimised Swift is ~30× slower there and would dominate tests and tiny runs.
@@ -82,10 +88,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `personalive serve`: HTTP jobs and WebSocket streams over Inference; the only target that
+        // depends on Hummingbird.
+        .target(
+            name: "Serve",
+            dependencies: [
+                "Torch", "Media", "Inference",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "personalive",
             dependencies: [
-                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training", "Evaluation",
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training", "Evaluation", "Serve",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
@@ -97,6 +118,12 @@ let package = Package(
         .testTarget(name: "MediaDataTests", dependencies: ["Media", "Data", "Torch"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Models", "NN", "Torch", "Data", "Media"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Training", "Models", "NN", "Torch", "Data", "Media"]),
+        .testTarget(name: "ServeTests", dependencies: [
+            "Serve", "Inference", "Media", "Torch",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Inference", "Models", "NN", "Torch", "Data", "Media"]),
     ],
     cxxLanguageStandard: .cxx17

@@ -2,6 +2,7 @@
 #include "cffmpeg.h"
 
 #include <libavcodec/avcodec.h>
+#include <libavdevice/avdevice.h>
 #include <libavformat/avformat.h>
 #include <libavutil/avutil.h>
 #include <libavutil/error.h>
@@ -42,9 +43,22 @@ static void set_err(char *dst, size_t cap, const char *what, int code) {
 }
 
 cff_reader *cff_reader_open(const char *path, char *err, size_t errlen) {
+    return cff_reader_open_format(path, NULL, err, errlen);
+}
+
+cff_reader *cff_reader_open_format(const char *path, const char *format, char *err, size_t errlen) {
+    const AVInputFormat *input = NULL;
+    if (format) {
+        avdevice_register_all();
+        input = av_find_input_format(format);
+        if (!input) {
+            if (err && errlen) snprintf(err, errlen, "FFmpeg has no input format '%s' (libavdevice without it?)", format);
+            return NULL;
+        }
+    }
     cff_reader *r = av_mallocz(sizeof *r);
     if (!r) { set_err(err, errlen, "out of memory", AVERROR(ENOMEM)); return NULL; }
-    int ret = avformat_open_input(&r->fmt, path, NULL, NULL);
+    int ret = avformat_open_input(&r->fmt, path, input, NULL);
     if (ret < 0) { set_err(err, errlen, "cannot open", ret); av_free(r); return NULL; }
     ret = avformat_find_stream_info(r->fmt, NULL);
     if (ret < 0) { set_err(err, errlen, "cannot read stream info", ret); cff_reader_close(r); return NULL; }

@@ -43,6 +43,8 @@ public final class StreamingPipeline {
 
     /// Whether this pipeline installed the reference-attention hooks (and removes them when done).
     private let ownsControl: Bool
+    /// The lock of a model shared with other pipelines (nil: this pipeline has the model to itself).
+    public let modelLock: ModelLock?
 
     /// `control`: the reference attention already installed on the model's UNets (a training
     /// stage's), else the pipeline installs its own.
@@ -53,6 +55,7 @@ public final class StreamingPipeline {
         self.logger = logger
         frontEnds = FrontEnds(model: model)
         ownsControl = existing == nil
+        modelLock = nil
         control = try existing ?? ReferenceAttentionControl(writer: model.reference, reader: model.denoiser,
                                                             fusionBlocks: "full", roundBankToFP16: true)
         engine = try StreamingEngine(config: config ?? model.settings.stream, denoiser: model.denoiser,
@@ -61,8 +64,40 @@ public final class StreamingPipeline {
         generator = try Generator(seed: seed)
     }
 
+    /// A pipeline over a model shared through `lock`: its networks run only under the lock, with
+    /// this pipeline's reference attention attached.
+    public init(sharing lock: ModelLock, config: StreamConfig? = nil, seed: UInt64 = 42,
+                logger: Logger = Logger(label: "personalive.stream")) throws {
+        let model = lock.model
+        self.model = model
+        self.logger = logger
+        frontEnds = FrontEnds(model: model)
+        ownsControl = true
+        modelLock = lock
+        control = try lock.makeControl {
+            try ReferenceAttentionControl(writer: model.reference, reader: model.denoiser, fusionBlocks: "full",
+                                          roundBankToFP16: true)
+        }
+        engine = try StreamingEngine(config: config ?? model.settings.stream, denoiser: model.denoiser,
+                                     reference: model.reference, control: control, scheduler: model.settings.scheduler,
+                                     logger: logger)
+        generator = try Generator(seed: seed)
+    }
+
     deinit {
-        if ownsControl { control.detach() } else { control.clear() }
+        if let modelLock {
+            modelLock.release(control)
+        } else if ownsControl {
+            control.detach()
+        } else {
+            control.clear()
+        }
+    }
+
+    /// Runs `body` with the networks to this pipeline (under the shared model's lock, if any).
+    func withModel<T>(_ body: () throws -> T) throws -> T {
+        if let modelLock { return try modelLock.withModel(control, body) }
+        return try body()
     }
 
     public var chunkFrames: Int { engine.config.temporal_window_size }
@@ -71,7 +106,7 @@ public final class StreamingPipeline {
 
     /// fuse_reference with a portrait.
     public func setReference(_ image: RGBImage) throws {
-        try setReference(frontEnds.encodeReference(image))
+        try setReference(withModel { try frontEnds.encodeReference(image) })
     }
 
     public func setReference(_ features: ReferenceFeatures) throws {
@@ -92,7 +127,7 @@ public final class StreamingPipeline {
         guard let ref = reference else { throw InferenceError("stream: set a reference before driving it") }
         let m = chunkFrames
         guard chunk.count == m else { throw InferenceError("stream: a chunk has \(m) frames, got \(chunk.count)") }
-        return try Torch.noGrad {
+        return try withModel { try Torch.noGrad {
             let motion = try motion(of: chunk, reference: ref)
             let mii = engine.config.warmup_frames
             var poseChunk: Tensor
@@ -134,7 +169,14 @@ public final class StreamingPipeline {
                 StreamFrame(image: try images.select(0, i), isWarmup: p.index == nil, drivingIndex: p.index,
                             driving: p.driving, canvas: p.canvas)
             }
-        }
+        } }
+    }
+
+    /// One chunk of driving images (any size; centre-cropped and resized like `animate`'s frames),
+    /// front-ends and stream call together, under the shared model's lock when there is one.
+    public func process(images: [RGBImage]) throws -> [StreamFrame] {
+        let chunk = try withModel { try Torch.noGrad { try frontEnds.drivingChunk(frontEnds.frames(images)) } }
+        return try process(chunk)
     }
 
     /// Queues what the chunk's frames show, for pairing with the frames that come out later.

@@ -28,17 +28,19 @@ public final class VideoReader {
     /// A frame decoded by `seek` (time, duration) that the next `nextFrame` returns.
     private var pending: (Double, Double)?
 
-    public init(path: String, logger: Logger = Logger(label: "personalive.media")) throws {
+    /// `device`: an FFmpeg input device format ("v4l2" for a /dev/videoN camera, through libavdevice).
+    public init(path: String, device: String? = nil, logger: Logger = Logger(label: "personalive.media")) throws {
         self.path = path
         self.logger = logger
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw MediaError(file: path, "no such file")
+            throw MediaError(file: path, device.map { "no such \($0) device (is a camera connected?)" } ?? "no such file")
         }
         guard !isDir.boolValue else { throw MediaError(file: path, "is a directory, not a video") }
         var err = [CChar](repeating: 0, count: 512)
-        guard let h = cff_reader_open(path, &err, err.count) else {
-            throw MediaError(file: path, "FFmpeg cannot read it as video (\(String(cString: err)))")
+        let opened = device.map { cff_reader_open_format(path, $0, &err, err.count) } ?? cff_reader_open(path, &err, err.count)
+        guard let h = opened else {
+            throw MediaError(file: path, "FFmpeg cannot read it as \(device.map { "a \($0) device" } ?? "video") (\(String(cString: err)))")
         }
         handle = h
         var info = cff_video_info()

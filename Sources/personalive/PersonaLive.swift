@@ -11,7 +11,7 @@ struct PersonaLive: ParsableCommand {
         abstract: "Train, distill and run PersonaLive portrait animation on LibTorch.",
         version: versionString(),
         subcommands: [FixturesCommand.self, CheckpointCommand.self, DatasetCommand.self, ConfigCommand.self, TrainCommand.self,
-                      ReportCommand.self, AnimateCommand.self, PoseCommand.self, EvaluateCommand.self, BenchCommand.self]
+                      ReportCommand.self, AnimateCommand.self, PoseCommand.self, LiveCommand.self, ServeCommand.self, EvaluateCommand.self, BenchCommand.self]
     )
 
     static func versionString() -> String {

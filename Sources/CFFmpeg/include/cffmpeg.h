@@ -40,6 +40,8 @@ typedef struct {
 
 /// Opens a file and its best video stream with a decoder. NULL on failure, with the reason in err.
 cff_reader *cff_reader_open(const char *path, char *err, size_t errlen);
+/// The same through an explicit input format or device ("v4l2" for /dev/videoN, via libavdevice).
+cff_reader *cff_reader_open_format(const char *path, const char *format, char *err, size_t errlen);
 void cff_reader_info(const cff_reader *r, cff_video_info *info);
 /// Decodes the next frame into the reader. 1: a frame, 0: end of stream, <0: error (see cff_reader_error).
 /// *seconds receives the frame's presentation time relative to the stream start, *duration its

@@ -87,6 +87,13 @@ public final class ReferenceAttentionControl {
         readerBanks = Array(repeating: [], count: pairs.count)
         keyframeBanks = Array(repeating: nil, count: pairs.count)
 
+        attach()
+    }
+
+    /// (Re)installs this control's hooks on both UNets. Several controls may share one model (a
+    /// server's streams); whichever attached last is the one the UNets use, so a user of a shared
+    /// model attaches its own before every forward (Inference's ModelLock does).
+    public func attach() {
         // Weak captures: the models hold the hooks, so strong ones would keep this control (and
         // through it the models) alive forever.
         for (j, block) in writerBlocks.enumerated() {
