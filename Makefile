@@ -32,7 +32,7 @@ FIXTURES ?= $(abspath ../shared/fixtures)
 export PERSONALIVE_PYTHON := $(PYTHON)
 export PERSONALIVE_FIXTURES := $(FIXTURES)
 
-.PHONY: deps system-deps venv build release test test-debian demo bench clean
+.PHONY: deps system-deps venv build build-cli release test test-debian demo bench clean
 
 deps: system-deps venv
 
@@ -62,11 +62,17 @@ venv:
 
 # One debug build serves the tests and the demo (the pixel-heavy Media/Data targets are optimised
 # even in debug; the rest of the time is spent inside LibTorch).
-build: deps
+# `personalive` (everything but the server) and `personalive-serve` (the Hummingbird server that
+# `personalive serve` hands over to). The demo needs only the first.
+build: build-cli
+	swift build $(SWIFT_FLAGS) --product personalive-serve
+
+build-cli: deps
 	swift build $(SWIFT_FLAGS) --product personalive
 
 release: deps
 	swift build $(SWIFT_FLAGS) -c release --product personalive
+	swift build $(SWIFT_FLAGS) -c release --product personalive-serve
 
 # A skipped test checked nothing, so it fails `make test`; then every fixture case under $(FIXTURES)
 # must pass except those named in Tests/not-implemented-fixtures.txt (reported NOT IMPLEMENTED).
@@ -126,7 +132,7 @@ endef
 demo: export OPENBLAS_NUM_THREADS = 1
 demo: export MALLOC_MMAP_THRESHOLD_ = 33554432
 demo: export MALLOC_TRIM_THRESHOLD_ = 8589934592
-demo: build
+demo: build-cli
 	@$(BIN) --version
 	@mkdir -p Experiments $(DEMO_OUT) && rm -f $(DEMO_TIMES)
 	@if [ ! -f Datasets/synth.h5 ]; then \

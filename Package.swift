@@ -27,6 +27,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "personalive", targets: ["personalive"]),
+        // The server (`personalive serve` hands over to it): Hummingbird stays out of the main CLI.
+        .executable(name: "personalive-serve", targets: ["personalive-serve"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -101,15 +103,33 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // What both executables share: global options, logging, model options.
+        .target(
+            name: "CLISupport",
+            dependencies: [
+                "Torch", "Inference",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "personalive",
             dependencies: [
-                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training", "Evaluation", "Serve",
+                "Torch", "NN", "Models", "FixtureKit", "Media", "Data", "Inference", "Training", "Evaluation", "CLISupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "personalive-serve",
+            dependencies: [
+                "Torch", "Media", "Inference", "Serve", "CLISupport",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "TorchTests", dependencies: ["Torch"], exclude: ["Resources"]),

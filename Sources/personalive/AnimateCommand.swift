@@ -9,28 +9,6 @@ import Media
 import Torch
 
 /// --model, --device, --dtype, --seed: how every inference command gets its networks.
-struct ModelOptions: ParsableArguments {
-    @Option(help: "A checkpoint run folder (its latest checkpoint), one checkpoint-N folder, or a model.yaml naming every module's weights.")
-    var model: String
-
-    @Option(help: "cpu, cuda or cuda:N (default: cpu).") var device: String = "cpu"
-    @Option(help: "float32, float16 or bfloat16 (default: float32; float16 is the reference's choice on CUDA).")
-    var dtype: String = "float32"
-    @Option(help: "Seed of the stream's noise.") var seed: UInt64 = 42
-
-    func load(logger: Logger) throws -> PersonaLiveModel {
-        let dev = try Device(parsing: device)
-        if case .cuda = dev, !Torch.cudaIsAvailable { throw CLIError("--device \(device): this LibTorch has no CUDA") }
-        let dt: DType
-        switch dtype {
-        case "float32", "fp32": dt = .float32
-        case "float16", "fp16": dt = .float16
-        case "bfloat16", "bf16": dt = .bfloat16
-        default: throw ValidationError("--dtype must be float32, float16 or bfloat16 (got '\(dtype)')")
-        }
-        return try PersonaLiveModel.load(model, device: dev, dtype: dt, logger: logger)
-    }
-}
 
 struct AnimateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

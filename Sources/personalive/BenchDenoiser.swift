@@ -37,17 +37,7 @@ struct BenchDenoiserCommand: ParsableCommand {
 
     /// The model.yaml of `--config` (tiny / sd15 under Configs/, or a path).
     static func modelPath(_ config: String, root: String) throws -> String {
-        if config == "tiny" || config == "sd15" {
-            for r in [FileManager.default.currentDirectoryPath, root] {
-                let p = (r as NSString).appendingPathComponent("Configs/\(config)/model.yaml")
-                if FileManager.default.fileExists(atPath: p) { return p }
-            }
-            throw CLIError("Configs/\(config)/model.yaml not found (run from the package root or pass a path)")
-        }
-        guard FileManager.default.fileExists(atPath: config) else {
-            throw CLIError("--config: '\(config)' is neither tiny, sd15 nor an existing model.yaml")
-        }
-        return config
+        try benchModelPath(config, root: root)
     }
 
     /// --dtype, defaulting to float16 on CUDA and float32 on the CPU.
@@ -174,12 +164,3 @@ func peakRSSMiB() -> Double {
     return Double(usage.ru_maxrss) / 1024
 }
 
-/// The package root this binary was built in (…/.build*/debug/personalive → …), where Configs/ lives.
-func packageRootForConfigs() -> String {
-    var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-    for _ in 0..<4 {
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
-        url = url.deletingLastPathComponent()
-    }
-    return FileManager.default.currentDirectoryPath
-}

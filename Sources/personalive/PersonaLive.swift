@@ -1,4 +1,5 @@
 // PersonaLive.swift — the `personalive` command: parses, validates, sets up logging, calls down.
+@_exported import CLISupport
 import ArgumentParser
 import Foundation
 import Logging
@@ -36,41 +37,3 @@ struct PersonaLive: ParsableCommand {
 
 let personaliveVersion = "0.1.0"
 
-/// Options every command shares.
-struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
-    var logLevel: String = "info"
-
-    @Option(name: .long, help: "Number of CPU threads LibTorch may use (default: LibTorch's choice).")
-    var threads: Int?
-
-    /// Sets up logging to stderr and the thread count; returns the command's logger.
-    func setUp(label: String) throws -> Logger {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingBootstrap.once(level: level)
-        if let threads { try Torch.setNumThreads(threads) }
-        var logger = Logger(label: "personalive.\(label)")
-        logger.logLevel = level
-        return logger
-    }
-}
-
-enum LoggingBootstrap {
-    nonisolated(unsafe) private static var done = false
-    static func once(level: Logger.Level) {
-        guard !done else { return }
-        done = true
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
-    }
-}
-
-/// Errors the CLI reports as one clear line and a non-zero exit.
-struct CLIError: Error, CustomStringConvertible {
-    let message: String
-    init(_ message: String) { self.message = message }
-    var description: String { message }
-}

@@ -6,6 +6,7 @@
 // output out, and the client's round trip per chunk). Prints, never asserts.
 import AsyncHTTPClient
 import ArgumentParser
+import CLISupport
 import Foundation
 import HummingbirdWSClient
 import Inference
@@ -28,7 +29,7 @@ struct BenchServeCommand: ParsableCommand {
 
     func run() throws {
         let logger = try global.setUp(label: "bench")
-        let path = try BenchDenoiserCommand.modelPath(config, root: packageRootForConfigs())
+        let path = try benchModelPath(config, root: packageRootForConfigs())
         let model = try PersonaLiveModel.random(modelYAML: path)
         let s = model.settings.image_size
         print("LibTorch \(Torch.runtimeVersion), \(Torch.numThreads) threads; config \(path), frames \(s)²")
