@@ -55,7 +55,7 @@ struct TrainCommand: ParsableCommand {
             let logger = try global.setUp(label: "train")
             // The config is checked once here, so that a bad one fails before any worker starts.
             try StageFactory.validate(try TrainingConfig.load(path: config), logger: logger)
-            try TrainLauncher.run(arguments: workerArguments(), nproc: n, grace: distTimeout + 30, logger: logger)
+            try TrainLauncher.run(arguments: TrainLauncher.workerArguments(), nproc: n, grace: distTimeout + 30, logger: logger)
             return
         }
         let parallel = environment.flatMap { $0.worldSize > 1 ? $0 : nil }
@@ -90,20 +90,6 @@ struct TrainCommand: ParsableCommand {
         if trainer.interrupt.isSet {
             print("interrupted at step \(step); resume with --resume latest")
         }
-    }
-}
-
-extension TrainCommand {
-    /// This command's own arguments for a worker: the same, without --nproc.
-    func workerArguments() -> [String] {
-        var args = Array(CommandLine.arguments.dropFirst())
-        var i = 0
-        while i < args.count {
-            if args[i] == "--nproc" { args.removeSubrange(i..<min(i + 2, args.count)); continue }
-            if args[i].hasPrefix("--nproc=") { args.remove(at: i); continue }
-            i += 1
-        }
-        return args
     }
 }
 

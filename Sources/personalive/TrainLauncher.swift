@@ -7,6 +7,18 @@ import Foundation
 import Logging
 
 enum TrainLauncher {
+    /// This process's own arguments for a worker: the same, without --nproc.
+    static func workerArguments() -> [String] {
+        var args = Array(CommandLine.arguments.dropFirst())
+        var i = 0
+        while i < args.count {
+            if args[i] == "--nproc" { args.removeSubrange(i..<min(i + 2, args.count)); continue }
+            if args[i].hasPrefix("--nproc=") { args.remove(at: i); continue }
+            i += 1
+        }
+        return args
+    }
+
     /// A TCP port on 127.0.0.1 that is free now (bound to port 0, then released).
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

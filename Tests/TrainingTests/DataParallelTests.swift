@@ -8,16 +8,18 @@ import Torch
 @testable import Training
 
 /// The tiny test VAE, deterministic (posterior mean), one LibTorch thread per process, clipping on.
+/// Adam's epsilon is 1e-6: at 1e-8 its normalisation turns the fp32 round-off of near-zero
+/// gradient entries (batch 4 vs 2 + 2 sum in another order) into ±lr-sized steps (measured: 7e-5
+/// after 4 steps at eps 1e-8, 8e-7 at eps 1e-6, against 2e-3 of weight change per 2 steps).
 private func ddpConfig(run: String, batch: Int, steps: Int, checkpointEvery: Int) -> String {
     tinyVAEConfig(steps: steps, checkpointEvery: checkpointEvery, run: run)
         .replacingOccurrences(of: "train_bs: 2", with: "train_bs: \(batch)")
-        .replacingOccurrences(of: "  max_train_steps:", with: "  threads: 1\n  max_grad_norm: 0.05\n  max_train_steps:")
+        .replacingOccurrences(of: "  max_train_steps:", with: "  threads: 1\n  max_grad_norm: 0.05\n  adam_epsilon: 1.0e-6\n  max_train_steps:")
         + "\n  sample_posterior: false\n"
 }
 
 private func maxDifference(_ a: URL, _ b: URL) throws -> (Double, Int) {
-    let x = try SafeTensorsFile(path: a.path).loadAll(), y = Dictionary(try SafeTensorsFile(path: b.path).loadAll(),
-                                                                        uniquingKeysWith: { p, _ in p })
+    let x = try SafeTensorsFile(path: a.path).loadAll(), y = try SafeTensorsFile(path: b.path).loadAll()
     var worst = 0.0
     for (k, t) in x {
         let u = try #require(y[k], "\(k) missing in \(b.path)")
@@ -81,7 +83,7 @@ private func freePort() throws -> Int {
         let (control, _) = try maxDifference(ckpt("single"), ckpt("half"))
         print("data parallel: max |w_1proc,bs4 - w_2proc,bs2| = \(diff) over \(count) tensors (1 proc at bs 2: \(control))")
         #expect(count > 10)
-        #expect(diff < 2e-5, "2 processes at batch 2 differ from 1 at batch 4 by \(diff)")
+        #expect(diff < 5e-6, "2 processes at batch 2 differ from 1 at batch 4 by \(diff)")
         #expect(control > 100 * max(diff, 1e-7), "the control run (batch 2) is not distinguishable: \(control)")
 
         // Only rank 0 wrote metrics (each step once) and the checkpoint holds both ranks' states.
@@ -122,14 +124,16 @@ private func freePort() throws -> Int {
             workers.append((p, pipe))
         }
         // Drain both outputs in the background so that neither worker blocks on a full pipe.
-        let outputs = workers.map { (_, pipe) -> () -> String in
-            var data = Data()
+        final class Sink: @unchecked Sendable {
             let lock = NSLock()
-            pipe.fileHandleForReading.readabilityHandler = { h in
-                let d = h.availableData
-                lock.lock(); data.append(d); lock.unlock()
-            }
-            return { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+            var data = Data()
+            func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
+            var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+        }
+        let outputs = workers.map { (_, pipe) -> () -> String in
+            let sink = Sink()
+            pipe.fileHandleForReading.readabilityHandler = { sink.append($0.availableData) }
+            return { sink.text }
         }
         let manager = CheckpointManager(root: dir.appendingPathComponent("Checkpoints/ddp"), keepLast: 3)
         let deadline = Date().addingTimeInterval(120)
