@@ -141,6 +141,15 @@ public final class DataParallel {
         allReduceCount += 1
     }
 
+    /// The mean over ranks of named scalars (every rank must pass the same names).
+    public func averageScalars(_ values: [String: Double]) throws -> [String: Double] {
+        let keys = values.keys.sorted()
+        guard !keys.isEmpty else { return values }
+        let t = try Tensor(keys.map { values[$0]! })
+        try collective("averaging the logged loss terms") { try group.allReduceMean([t]) }
+        return Dictionary(uniqueKeysWithValues: zip(keys, try t.toArray(Double.self)))
+    }
+
     public func barrier(_ what: String) throws { try collective(what) { try group.barrier() } }
 
     /// Each rank's `bytes` under `key`, in rank order, on rank 0 (nil elsewhere): how rank 0 learns

@@ -395,7 +395,9 @@ public final class Trainer {
             let tData = stage.dataWaitSeconds - wait0
             step += 1
             let dt = Date().timeIntervalSince(t0)
-            let sums = context.terms
+            // Under data parallelism the logged loss terms are the mean over ranks (the global batch's).
+            let sums = try dataParallel?.averageScalars(context.terms) ?? context.terms
+            let samplesPerStep = self.samplesPerStep * worldSize
             let first = optimizers[0]
             let lr = first.lastLR
             let gradNorm = first.lastGradNorm ?? .nan
