@@ -22,7 +22,7 @@ enum TrainLauncher {
     /// A TCP port on 127.0.0.1 that is free now (bound to port 0, then released).
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ValidationError("cannot open a socket to find a free port (errno \(errno))") }
+        guard fd >= 0 else { throw CLIError("cannot open a socket to find a free port (errno \(errno))") }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -34,7 +34,7 @@ enum TrainLauncher {
                 bind(fd, p, len) == 0 && getsockname(fd, p, &len) == 0
             }
         }
-        guard bound else { throw ValidationError("cannot bind a socket on 127.0.0.1 to find a free port (errno \(errno))") }
+        guard bound else { throw CLIError("cannot bind a socket on 127.0.0.1 to find a free port (errno \(errno))") }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
@@ -61,7 +61,7 @@ enum TrainLauncher {
             p.environment = env
             do { try p.run() } catch {
                 for w in workers { w.terminate() }
-                throw ValidationError("cannot start worker rank \(rank): \(error)")
+                throw CLIError("cannot start worker rank \(rank): \(error)")
             }
             workers.append(p)
         }
@@ -103,7 +103,7 @@ enum TrainLauncher {
             }
         }
         if let f = firstFailure {
-            throw ValidationError("training failed: worker rank \(f.rank) \(f.what) (the last complete checkpoint is kept; "
+            throw CLIError("training failed: worker rank \(f.rank) \(f.what) (the last complete checkpoint is kept; "
                                   + "continue with --resume latest)")
         }
     }
