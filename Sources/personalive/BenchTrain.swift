@@ -44,6 +44,8 @@ struct BenchTrainCommand: ParsableCommand {
         if let e = parallel {
             cfg.rank = e.rank
             cfg.worldSize = e.worldSize
+            // torchrun's convention: one GPU per local rank (`cuda` alone means cuda:LOCAL_RANK).
+            if cfg.solver.device == "cuda" { cfg.solver.device = "cuda:\(e.localRank)" }
             dataParallel = try DataParallel(environment: e, backend: cfg.solver.device.hasPrefix("cuda") ? .nccl : .gloo,
                                             timeout: 120, logger: logger)
         }

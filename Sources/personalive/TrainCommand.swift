@@ -68,6 +68,8 @@ struct TrainCommand: ParsableCommand {
         if let e = parallel {
             cfg.rank = e.rank
             cfg.worldSize = e.worldSize
+            // torchrun's convention: one GPU per local rank (`cuda` alone means cuda:LOCAL_RANK).
+            if cfg.solver.device == "cuda" { cfg.solver.device = "cuda:\(e.localRank)" }
             let backend: DistributedBackend = cfg.solver.device.hasPrefix("cuda") ? .nccl : .gloo
             dataParallel = try DataParallel(environment: e, backend: backend, timeout: distTimeout, logger: logger)
         }
