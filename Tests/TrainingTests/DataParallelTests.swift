@@ -180,7 +180,7 @@ private func freePort() throws -> Int {
         #expect(DistributedBackend.gloo.isAvailable, "this build has no Gloo (libgloo-dev missing at build time)")
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        func ganConfig(rank: Int, worldSize: Int, run: String) -> TrainingConfig {
+        @Sendable func ganConfig(rank: Int, worldSize: Int, run: String) -> TrainingConfig {
             var c = config(in: dir, steps: 8, checkpointEvery: 4)
             c.run_name = run
             c.solver.use_ema = false
@@ -191,7 +191,7 @@ private func freePort() throws -> Int {
             c.worldSize = worldSize
             return c
         }
-        func weights(_ s: ToyGANStage) throws -> [Tensor] {
+        @Sendable func weights(_ s: ToyGANStage) throws -> [Tensor] {
             try (s.g.namedParameters() + s.d.namedParameters()).map { try $0.1.clone() }
         }
         let logger = Logger(label: "test")
