@@ -242,4 +242,37 @@ private func freePort() throws -> Int {
         let logged = MetricsLog.read(dir.appendingPathComponent("Experiments/ddp/metrics.jsonl")).compactMap { $0["step"] as? Int }
         #expect(logged == Array(1...8), "\(logged)")
     }
+
+    /// A rank whose peers never come stops with an error after --dist-timeout instead of hanging:
+    /// rank 1 without rank 0's store, and rank 0 without rank 1.
+    @Test func rendezvousTimesOutWithAnError() throws {
+        let dir = try scratchWithDataset()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try ddpConfig(run: "alone", batch: 2, steps: 4, checkpointEvery: 0)
+            .write(to: dir.appendingPathComponent("alone.yaml"), atomically: true, encoding: .utf8)
+        let bin = try #require(TrainingTestPaths.binary)
+        for (rank, expected) in [(1, "could not reach rank 0's rendezvous store"), (0, "did not form within 3 s")] {
+            let p = Process()
+            p.executableURL = bin
+            p.arguments = ["train", "alone.yaml", "--dist-timeout", "3"]
+            p.currentDirectoryURL = dir
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in ["RANK": "\(rank)", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "\(try freePort())"] {
+                env[k] = v
+            }
+            p.environment = env
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            let t0 = Date()
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            let text = String(decoding: data, as: UTF8.self)
+            let elapsed = Date().timeIntervalSince(t0)
+            #expect(p.terminationStatus != 0, "rank \(rank) alone exited cleanly:\n\(text)")
+            #expect(text.contains(expected), "rank \(rank) alone:\n\(text)")
+            #expect(elapsed < 30, "rank \(rank) alone took \(elapsed) s to give up")
+        }
+    }
 }
