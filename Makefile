@@ -100,13 +100,15 @@ test-debian: deps
 	  test -f Checkpoints/tiny-vae-ddp/checkpoint-2/vae.safetensors
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
-# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → animation
+# synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → stage 3 (and its
+# comparison with stage 2 on 200-frame streams of Datasets/synth_long.h5) → animation
 # of a synthetic val clip and of the PersonaLive demo video, then a report of every run and each step's
 # wall time. Re-running resumes each run from its latest checkpoint (finished runs are skipped).
-DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2
-# The animations use the stage-1 model: on the tiny demo, stage 2 does not yet improve the 4-step
-# stream (README, "Stage 2"); `evaluate --compare` below shows both.
-DEMO_MODEL := Checkpoints/tiny-stage1
+DEMO_RUNS := Experiments/tiny-vae Experiments/tiny-motion-extractor Experiments/tiny-unet Experiments/tiny-stage1 Experiments/tiny-stage2 \
+             Experiments/tiny-stage3
+# The animations use the whole pipeline: the stage-2 (4-step) model with the stage-3 temporal
+# modules; `evaluate --compare` below compares stages 1 and 2, the stage-3 comparison stages 2 and 3.
+DEMO_MODEL := Checkpoints/tiny-stage3
 DEMO_OUT := Experiments/animate
 DEMO_MEDIA := $(abspath ../shared/media)
 DEMO_TIMES := Experiments/demo_times.txt
@@ -115,6 +117,8 @@ DEMO_TIMES := Experiments/demo_times.txt
 # differ clearly in head pose, even on 64² frames) and face-filling framing (zoom 1.5: the face
 # takes most of the 64² frame, as in face-cropped portrait data, rather than a third of it).
 DEMO_SYNTH := --clips 256 --frames 40 --fps 10 --pose-scale 1.5 --zoom 1.5
+# Stage 3's comparison streams long val clips (≥ 200 driving frames; the training clips are 40 frames).
+DEMO_SYNTH_LONG := --clips 4 --frames 204 --fps 10 --pose-scale 1.5 --zoom 1.5 --val-fraction 0.5 --seed 9
 # Runs one demo step and records its wall time.
 define demo_step
 	@echo "== $(1)"; start=$$(date +%s); $(2); echo "$(1): $$(( $$(date +%s) - start )) s" >> $(DEMO_TIMES)
@@ -140,6 +144,16 @@ demo: build
 	$(call demo_step,base unet,$(BIN) train Configs/tiny/unet.yaml --resume latest)
 	$(call demo_step,stage 1,$(BIN) train Configs/tiny/stage1.yaml --resume latest)
 	$(call demo_step,stage 2,$(BIN) train Configs/tiny/stage2.yaml --resume latest)
+	$(call demo_step,stage 3,$(BIN) train Configs/tiny/stage3.yaml --resume latest)
+	$(call demo_step,stage 3 comparison,\
+	  if [ "$$(cat Datasets/synth_long.options 2>/dev/null)" != "$(DEMO_SYNTH_LONG)" ]; then \
+	    $(BIN) dataset synth --out Datasets/synth_long.h5 $(DEMO_SYNTH_LONG) && echo "$(DEMO_SYNTH_LONG)" > Datasets/synth_long.options; fi && \
+	  $(BIN) evaluate --model Checkpoints/tiny-stage2 --dataset Datasets/synth_long.h5 --split val --clips 2 --max-frames 200 \
+	  --label stage-2 --out Experiments/eval/long-stage2 && \
+	  $(BIN) evaluate --model Checkpoints/tiny-stage3 --dataset Datasets/synth_long.h5 --split val --clips 2 --max-frames 200 \
+	  --label stage-3 --out Experiments/eval/long-stage3 && \
+	  $(BIN) evaluate --compare Experiments/eval/long-stage2 Experiments/eval/long-stage3 --out Experiments/eval/compare-stage3 && \
+	  cat Experiments/eval/compare-stage3/report.md)
 	$(call demo_step,animate val clip,$(BIN) dataset export Datasets/synth.h5 --split val --index 0 \
 	  --out $(DEMO_OUT)/val_clip.mp4 --reference $(DEMO_OUT)/val_reference.png && \
 	  $(BIN) animate --model $(DEMO_MODEL) --reference $(DEMO_OUT)/val_reference.png --driving $(DEMO_OUT)/val_clip.mp4 \
@@ -154,7 +168,8 @@ demo: build
 	@echo; echo "== report =="; $(BIN) report $(DEMO_RUNS)
 	@echo; echo "dataset: Datasets/synth.h5 (frame grid Datasets/synth_grid.png)"
 	@echo "runs: $(DEMO_RUNS) (metrics.jsonl, loss_curve.png, validation/)"
-	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1 Checkpoints/tiny-stage2"
+	@echo "checkpoints: Checkpoints/tiny-vae Checkpoints/tiny-motion-extractor Checkpoints/tiny-unet Checkpoints/tiny-stage1 Checkpoints/tiny-stage2 Checkpoints/tiny-stage3"
+	@echo "stage 3 vs stage 2 on 200-frame streams: Experiments/eval/compare-stage3 (report.md, comparison.png)"
 	@echo "animations: $(DEMO_OUT)/val_clip_animated.mp4, $(DEMO_OUT)/personalive_demo.mp4 (reference | driving | keypoints | generated)"
 	@echo; echo "== wall time per step =="; cat $(DEMO_TIMES)
 

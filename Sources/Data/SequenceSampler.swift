@@ -1,6 +1,8 @@
 // SequenceSampler.swift — stage 3 training samples (PersonaLive's video dataset): `nSampleFrames`
 // frames every `sampleRate` frames of one clip plus a reference frame, each frame with the same
 // extras as stage 1/2 (face crop, motion-extractor input, masks). Deterministic from (seed, step, rank).
+// With `minimumFrames`, clips shorter than that are left out of the schedule and listed in
+// `skipped` (stage 3 logs their count; portrait_video.py would repeat frames instead).
 import Foundation
 import Media
 
@@ -32,9 +34,32 @@ public final class SequenceSampler: @unchecked Sendable {
     public let dataset: DatasetReader
     public let config: SamplerConfig
     private let schedule: ClipSchedule
+    /// Clips of the split left out for having fewer than `minimumFrames` frames: (id, frame count).
+    public let skipped: [(id: String, frames: Int)]
+    /// Clips the schedule draws from.
+    public var clipCount: Int { schedule.clips.count }
 
-    public init(dataset: DatasetReader, config: SamplerConfig) throws {
-        schedule = try ClipSchedule(dataset: dataset, config: config)
+    /// `minimumFrames`: clips with fewer frames are skipped (listed in `skipped`); a split left
+    /// without clips is an error naming the dataset, the split and the longest clip.
+    public init(dataset: DatasetReader, config: SamplerConfig, minimumFrames: Int? = nil) throws {
+        let full = try ClipSchedule(dataset: dataset, config: config)
+        if let minimumFrames {
+            var keep: [String] = [], short: [(id: String, frames: Int)] = []
+            for id in full.clips {
+                let n = try dataset.info(id).frameCount
+                if n >= minimumFrames { keep.append(id) } else { short.append((id, n)) }
+            }
+            guard !keep.isEmpty else {
+                let longest = short.map(\.frames).max() ?? 0
+                throw SamplerError("\(dataset.path): every clip of split '\(config.split)' is shorter than \(minimumFrames) frames "
+                                   + "(the longest has \(longest)); stage 3 needs clips of at least n_sample_frames frames")
+            }
+            schedule = ClipSchedule(clips: keep, seed: config.seed)
+            skipped = short
+        } else {
+            schedule = full
+            skipped = []
+        }
         self.dataset = dataset
         self.config = config
     }

@@ -114,7 +114,32 @@ public final class Evaluator {
             m["lpips"] = try perceptual.distances(g, y)
             m["tlp"] = [nil] + (try perceptual.temporal(generated: g, truth: y))
         }
+        m.merge(try temporalMetrics(generated: g, truth: y, l1: m["l1"] ?? [])) { $1 }
         if motion, let model { m.merge(try motionMetrics(g, y, model: model)) { $1 } }
+        return m
+    }
+
+    /// Temporal consistency and drift of a clip (both (n, 3, H, W) in [0, 1]): the generated and the
+    /// ground truth's mean frame-to-frame difference and the gap between them, from the second frame;
+    /// the per-frame L1 split into the first and the last quarter of the frames (nil elsewhere), so
+    /// that their means show whether the error grows along the stream.
+    public func temporalMetrics(generated g: Tensor, truth y: Tensor, l1: [Double?]) throws -> [String: [Double?]] {
+        let n = g.shape[0]
+        guard n >= 2 else { return [:] }
+        func diffs(_ x: Tensor) throws -> [Double] {
+            let d = try (x.narrow(0, start: 1, length: n - 1) - x.narrow(0, start: 0, length: n - 1)).abs()
+            return try d.reshape([n - 1, -1]).mean([1]).toArray(Float.self).map { Double($0) }
+        }
+        let dg = try diffs(g), dy = try diffs(y)
+        var m: [String: [Double?]] = [:]
+        m["frame_diff"] = [nil] + dg
+        m["frame_diff_gt"] = [nil] + dy
+        m["frame_diff_error"] = [nil] + zip(dg, dy).map { abs($0 - $1) }
+        if l1.count == n, n >= 4 {
+            let q = n / 4
+            m["l1_first_quarter"] = (0..<n).map { $0 < q ? l1[$0] : nil }
+            m["l1_last_quarter"] = (0..<n).map { $0 >= n - q ? l1[$0] : nil }
+        }
         return m
     }
 

@@ -1,7 +1,9 @@
 // TrainingEntries.swift — fixture entries for whole training iterations (training/*): the
 // stage-1 step of train_stage1.py with the case's weights, inputs and injected random draws,
 // producing losses and gradients for each dropout variant; the stage-2 iteration of
-// train_stage2.py (Algorithm 1) for every update_step n the case pins.
+// train_stage2.py (Algorithm 1) for every update_step n the case pins; the stage-3 clip of
+// train_stage3.py (Algorithm 2): every slide's window and x̂0, and the gradient slides' latent
+// losses and temporal-module gradients (weights held fixed between slides, as the case says).
 import Foundation
 import Models
 import NN
@@ -29,6 +31,7 @@ import Torch
 let trainingEntries: [FixtureEntry] = [
     FixtureEntry([stage1CaseClass], tolerance: trainingTolerance) { c in try runStage1Step(c) },
     FixtureEntry([stage2CaseClass], tolerance: trainingTolerance) { c in try runDistillationStep(c) },
+    FixtureEntry([stage3CaseClass], tolerance: slidingWindowTolerance) { c in try runSlidingWindow(c) },
 ]
 
 let stage1CaseClass = "train_stage1.py one training iteration (stage 1, image-level hybrid motion training), latent-space part: noise + offset noise, uniform timestep, DDIMScheduler.add_noise, Net.forward (reference UNet writer + ReferenceAttentionControl.update(drop_ratio=0.3) + pose/motion dropout + UNet3DConditionModel reader), get_x0_from_eps, latent MSE + masked latent MSE, backward. PoseGuider / MotEncoder / LivePortrait / CLIP / VAE bypassed (their outputs are given)."
@@ -206,5 +209,106 @@ func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
             out["out.n\(n).grad.in.motion"] = try gradOrZeros(motion)
         }
     }
+    return out
+}
+
+let stage3CaseClass = "train_stage3.py one training iteration (sliding-window training, paper Algorithm 2), latent-space part: Net (UNet3DConditionModel reader) + get_x0_from_eps + DDIMScheduler.add_noise over sliding 16-frame windows; reference UNet (frozen, once, no_grad) + ReferenceAttentionControl.update(drop_ratio=0.3)"
+
+/// Windows, x̂0 and the final buffer against `x0_maxabs`; losses and gradients relative; the
+/// schedule (gradient slides, window timesteps) exactly.
+@Sendable func slidingWindowTolerance(_ c: FixtureCase, _ key: String) -> ToleranceSpec? {
+    let tol = c.json["tolerance"]
+    if key == "out.grad_slides" || key == "out.window_timesteps" || key.hasPrefix("out.bank_keep_idx") { return .exact }
+    if key.hasSuffix(".x_in") || key.hasSuffix(".x0") || key.hasSuffix(".emitted_x0") || key == "out.noisy_latents_all_final" {
+        return tol?["x0_maxabs"]?.double.map { .absolute($0) }
+    }
+    if key.hasSuffix(".loss_latent_mse") {
+        return (tol?["loss_latent_mse_rel"]?.double ?? tol?["loss_rel"]?.double).map { .relative($0) }
+    }
+    if key.contains(".grad.") { return tol?["grad_rel"]?.double.map { .relative($0) } }
+    return nil
+}
+
+/// One clip of the case's `frames` frames through SlidingWindowStep with the case's draws; at each
+/// gradient slide the latent MSE of x̂0 against the window's target is backpropagated and the
+/// gradients of `grad_param_keys` recorded, then cleared (no optimizer step: the case keeps the
+/// weights fixed). Checks that no parameter outside `temporal_modules` received a gradient.
+func runSlidingWindow(_ c: FixtureCase) throws -> [String: Tensor] {
+    let cfg = c.config
+    func section(_ key: String) throws -> JSONValue {
+        guard let v = cfg[key] else { throw FixtureError("\(c.name): case.json config has no '\(key)'") }
+        return v
+    }
+    let denoiser = try UNet3DConditionModel(section("denoising_unet").decode(UNet3DConditionModel.Config.self))
+    try denoiser.load(from: c.weights("weights.safetensors"))
+    let reference = try UNet2DConditionModel(section("reference_unet").decode(UNet2DConditionModel.Config.self),
+                                             withOutputLayers: false)
+    try reference.load(from: c.weights("weights_reference.safetensors"))
+    let control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full", roundBankToFP16: true)
+    var schedulerConfig = try section("scheduler").decode(DDIMScheduler.Config.self)
+    schedulerConfig.num_train_timesteps = 1000
+    var step = SlidingWindowStep(denoiser: denoiser, reference: reference, control: control,
+                                 scheduler: try DDIMScheduler(schedulerConfig))
+    if let tl = cfg["timesteps_list"]?.array { step.timesteps = tl.compactMap { $0.double.map { Int($0) } } }
+    if let m = cfg["temporal_window_size"]?.double { step.chunkFrames = Int(m) }
+    step.bankDropRatio = cfg["drop_ratio"]?.double ?? 0.3
+    // Stage 3 trains only the temporal modules; everything else is frozen, as the script does.
+    for (name, p) in denoiser.namedParameters() { _ = try p.requiresGrad_(name.contains("temporal_modules")) }
+    for (_, p) in reference.namedParameters() { _ = try p.requiresGrad_(false) }
+    denoiser.train()
+    reference.eval()
+
+    func numbered(_ prefix: String) -> [String] {
+        c.inputKeys.filter { $0.hasPrefix(prefix) && Int($0.dropFirst(prefix.count)) != nil }
+            .sorted { Int($0.dropFirst(prefix.count))! < Int($1.dropFirst(prefix.count))! }
+    }
+    let bankDraws = try numbered("in.bank_rand.block").map { try c.input($0) }
+    let renoise = try numbered("in.noise_renoise_").map { try c.input($0) }
+    let target = try c.input("tgt_latents")
+    let frames = target.shape[2]
+    if let f = cfg["frames"]?.double, Int(f) != frames {
+        throw FixtureError("\(c.name): config.frames is \(Int(f)) but in.tgt_latents has \(frames) frames")
+    }
+    if let ns = cfg["num_slides"]?.double, Int(ns) != step.slideCount(frames: frames) {
+        throw FixtureError("\(c.name): config.num_slides is \(Int(ns)), the window layout gives \(step.slideCount(frames: frames))")
+    }
+    let motion = try c.input("motion")
+    guard motion.dim == 3, motion.shape[0] == frames else {
+        throw FixtureError("\(c.name): in.motion must be (F = \(frames), tokens, dim), got \(motion.shape)")
+    }
+    let inputs = SlidingWindowInputs(referenceLatent: try c.input("ref_latent"), clip: try c.input("clip_embeds"),
+                                     poseFeatures: try c.input("pose_fea"), motion: try motion.unsqueeze(0),
+                                     targetLatents: target)
+    let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
+    let params = denoiser.namedParameters()
+    let byName = Dictionary(params, uniquingKeysWith: { a, _ in a })
+    for k in gradKeys where byName[k] == nil { throw FixtureError("\(c.name): the denoiser has no parameter \(k)") }
+    var out: [String: Tensor] = [:]
+    let keep = 1 - step.bankDropRatio
+    for (j, d) in bankDraws.enumerated() {
+        out["out.bank_keep_idx.block\(j)"] = try d.argsort(dim: 1).narrow(1, start: 0, length: Int(Double(d.shape[1]) * keep))
+    }
+    var gradSlides: [Int64] = []
+    let result = try Torch.withGradEnabled(true) {
+        try step(inputs, draws: SlidingWindowDraws(noiseInit: try c.input("noise_init"), bankDraws: bankDraws, renoise: renoise)) { g in
+            let loss = try F.mseLoss(g.x0, g.target)
+            try loss.backward()
+            out["out.slide\(g.index).loss_latent_mse"] = try loss.detach().reshape([1])
+            for k in gradKeys { out["out.slide\(g.index).grad.\(k)"] = try byName[k]!.grad ?? Tensor.zeros(byName[k]!.shape) }
+            if let leak = params.first(where: { !$0.0.contains("temporal_modules") && $0.1.grad != nil }) {
+                throw FixtureError("\(c.name): slide \(g.index): \(leak.0) received a gradient outside the temporal modules")
+            }
+            for (_, p) in params { try p.setGrad(nil) }
+            gradSlides.append(Int64(g.index))
+        }
+    }
+    for r in result.slides {
+        out["out.slide\(r.index).x_in"] = r.input
+        out["out.slide\(r.index).x0"] = r.x0
+        out["out.slide\(r.index).emitted_x0"] = try r.emitted
+    }
+    out["out.grad_slides"] = try Tensor(gradSlides, shape: [gradSlides.count])
+    out["out.window_timesteps"] = result.windowTimesteps
+    out["out.noisy_latents_all_final"] = result.finalBuffer
     return out
 }

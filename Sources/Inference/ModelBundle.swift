@@ -186,6 +186,21 @@ public enum CheckpointModules {
     }
 
     /// A checkpoint folder's config.yaml, with `model:` read from the file it names when it is a path.
+    /// A path a checkpoint's config names: as given when it exists (relative to the working
+    /// directory, as `train` resolved it), else relative to the nearest ancestor of the checkpoint
+    /// folder where it exists (the run was started from another directory).
+    public static func resolve(_ path: String, from folder: String) -> String {
+        let fm = FileManager.default
+        guard !path.hasPrefix("/"), !fm.fileExists(atPath: path) else { return path }
+        var dir = URL(fileURLWithPath: folder).standardizedFileURL
+        while dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+            let candidate = dir.appendingPathComponent(path).path
+            if fm.fileExists(atPath: candidate) { return candidate }
+        }
+        return path
+    }
+
     public static func config(of folder: URL) throws -> JSONValue {
         let path = folder.appendingPathComponent("config.yaml").path
         guard FileManager.default.fileExists(atPath: path) else {
@@ -293,11 +308,29 @@ struct RunFolderLoader {
         let model = cfg["model"]
         let fm = FileManager.default
         // Checkpoint folders the stage section names (e.g. the stage-1 checkpoint a stage-2 run
-        // starts from), searched after the checkpoint itself for modules it does not hold.
+        // starts from), and those their sections name in turn (a stage-3 run → stage 2 → stage 1),
+        // searched nearest first after the checkpoint itself for modules it does not hold.
         var folders = [checkpoint]
-        if case .object(let dict) = section {
+        // The stage sections along the chain, nearest first, with their folders.
+        var chained: [(folder: URL, section: JSONValue)] = []
+        var next = 0
+        while next < folders.count {
+            let folder = folders[next]
+            next += 1
+            let named: JSONValue?
+            if folder == checkpoint {
+                named = section
+            } else {
+                let c = try CheckpointModules.config(of: folder)
+                named = c["stage"]?.string.flatMap { c[$0] }
+                if let named { chained.append((folder, named)) }
+            }
+            guard case .object(let dict)? = named else { continue }
             for (_, v) in dict.sorted(by: { $0.key < $1.key }) {
-                if let p = v.string, fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path) {
+                guard let named = v.string, !named.isEmpty else { continue }
+                let p = CheckpointModules.resolve(named, from: folder.path)
+                if fm.fileExists(atPath: URL(fileURLWithPath: p).appendingPathComponent("config.yaml").path),
+                   !folders.contains(where: { $0.standardizedFileURL.path == URL(fileURLWithPath: p).standardizedFileURL.path }) {
                     folders.append(URL(fileURLWithPath: p))
                 }
             }
@@ -315,7 +348,15 @@ struct RunFolderLoader {
             throw InferenceError("\(checkpoint.path): no \(key).safetensors here or in the checkpoints its config names ("
                                  + folders.dropFirst().map(\.path).joined(separator: ", ") + ")")
         }
-        func str(_ key: String) -> String { section[key]?.string ?? "" }
+        // A path this stage leaves empty is the one the nearest checkpoint it starts from names
+        // (stage 3 inherits stage 2's VAE and motion extractor).
+        func str(_ key: String) -> String {
+            if let own = section[key]?.string, !own.isEmpty { return own }
+            for (folder, s) in chained {
+                if let p = s[key]?.string, !p.isEmpty { return CheckpointModules.resolve(p, from: folder.path) }
+            }
+            return ""
+        }
         func int(_ key: String, _ d: Int) -> Int { section[key]?.int ?? d }
 
         var settings = PipelineSettings()

@@ -23,7 +23,13 @@ public enum F {
     }
 
     public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Double) throws -> Tensor {
-        try make { tc_group_norm(x.handle, Int64(groups), weight?.handle, bias?.handle, eps, $0) }
+        // LibTorch's CPU GroupNorm backward segfaults (null dX in its channels-last kernel) when the
+        // input takes no gradient, the weight does and the input's strides look channels-last (a
+        // frame-major view, e.g. a frozen UNet feeding trainable temporal modules, stage 3; also
+        // reproduced in PyTorch 2.13). Such an input is made contiguous first, only when a backward
+        // can follow (grad mode on), so that no-grad passes keep LibTorch's kernel choice.
+        let input = Torch.isGradEnabled && !x.requiresGrad && (weight?.requiresGrad ?? false) ? try x.contiguous() : x
+        return try make { tc_group_norm(input.handle, Int64(groups), weight?.handle, bias?.handle, eps, $0) }
     }
 
     public static func layerNorm(_ x: Tensor, normalizedShape: [Int], weight: Tensor?, bias: Tensor?, eps: Double) throws -> Tensor {

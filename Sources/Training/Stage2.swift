@@ -42,6 +42,9 @@ public struct Stage2Section: Codable, Sendable {
     public var bank_drop_ratio: Double = 0.3
     public var reference_frozen: [String] = ["up_blocks.3.*"]
     public var timesteps_list: [Int] = [999, 666, 333, 0]
+    /// The step counts n an iteration draws from, uniformly; empty = 1...timesteps_list.count (the
+    /// reference's random.randint(1, 4)). A departure for small models: see Configs/tiny/stage2.yaml.
+    public var update_steps: [Int] = []
     public var mse_weight: Double = 1
     public var local_weight: Double = 1
     public var lpips_weight: Double = 2
@@ -58,14 +61,18 @@ public struct Stage2Section: Codable, Sendable {
     static let optimizerNames = ["generator", "discriminator"]
     /// Validation also samples the (frozen) stage-1 model at 4 and at validation.num_inference_steps.
     public var compare_stage1: Bool = true
+    /// Who runs the n − 1 steps without gradient: `student` (the reference: the model being
+    /// trained) or `stage1` (the frozen stage-1 model, so the trained step's inputs do not move
+    /// with the student). A departure for small models: see Configs/tiny/stage2.yaml.
+    public var rollout: String = "student"
     public var scheduler: DDIMScheduler.Config = Stage1Section.defaultScheduler
 
     enum K: String, CodingKey, CaseIterable {
         case stage1_checkpoint, vae_checkpoint, motion_extractor_checkpoint, image_encoder_path, discriminator_path,
              lpips_path, discriminator, image_size, motion_encoder_size, motion_extractor_size, keypoint_radius,
              latent_scale, uncond_ratio, pose_drop_prob, motion_drop_prob, bank_drop_ratio, reference_frozen,
-             timesteps_list, mse_weight, local_weight, lpips_weight, adv_weight, adv_start, d_start,
-             discriminator_lr_scale, optimizers, compare_stage1, scheduler
+             timesteps_list, update_steps, mse_weight, local_weight, lpips_weight, adv_weight, adv_start, d_start,
+             discriminator_lr_scale, optimizers, compare_stage1, rollout, scheduler
     }
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -103,6 +110,12 @@ public struct Stage2Section: Codable, Sendable {
                 forKey: .timesteps_list, in: c,
                 debugDescription: "expected decreasing timesteps in 0...999 (reference: [999, 666, 333, 0]), got \(timesteps_list)")
         }
+        update_steps = try c.value(.update_steps, default: d.update_steps)
+        if let bad = update_steps.first(where: { !(1...timesteps_list.count).contains($0) }) {
+            throw DecodingError.dataCorruptedError(
+                forKey: .update_steps, in: c,
+                debugDescription: "expected step counts in 1...\(timesteps_list.count) (the length of timesteps_list), got \(bad)")
+        }
         mse_weight = try nonNegative(.mse_weight, d.mse_weight, 0)
         local_weight = try nonNegative(.local_weight, d.local_weight, 0)
         lpips_weight = try nonNegative(.lpips_weight, d.lpips_weight, 0)
@@ -123,6 +136,11 @@ public struct Stage2Section: Codable, Sendable {
                 debugDescription: "unknown optimizer '\(bad)'\(hint); stage 2 has \(Self.optimizerNames.joined(separator: ", "))")
         }
         compare_stage1 = try c.value(.compare_stage1, default: d.compare_stage1)
+        rollout = try c.value(.rollout, default: d.rollout)
+        guard ["student", "stage1"].contains(rollout) else {
+            throw DecodingError.dataCorruptedError(forKey: .rollout, in: c,
+                                                   debugDescription: "expected student or stage1, got '\(rollout)'")
+        }
         scheduler = try c.value(.scheduler, default: d.scheduler)
     }
 
@@ -228,7 +246,7 @@ public final class Stage2: PairFedStage, TrainingStage {
         logger.info("stage-2 networks initialised from \(section.stage1_checkpoint)")
         self.student = student
         (imageEncoder, clipProcessor) = built
-        if section.compare_stage1 {
+        if section.compare_stage1 || section.rollout == "stage1" {
             let t = try PortraitDenoiser(model: config.model, file: file)
             try t.load(checkpoint: section.stage1_checkpoint, key: "stage2.stage1_checkpoint")
             for (_, m) in t.modules { try FrozenNetworks.freeze(m, precision) }
@@ -361,7 +379,9 @@ public final class Stage2: PairFedStage, TrainingStage {
         // Draws in the script's order: the start noise, then uncond, n, motion and pose flags.
         let noise = try Tensor.randn(latentShape, generator: generator, device: dev)
         let u = try Tensor.rand([3], generator: generator).toArray(Float.self)
-        let steps = try Tensor.randint(1, section.timesteps_list.count + 1, [1], generator: generator).itemInt()
+        let steps = section.update_steps.isEmpty
+            ? try Tensor.randint(1, section.timesteps_list.count + 1, [1], generator: generator).itemInt()
+            : section.update_steps[try Tensor.randint(0, section.update_steps.count, [1], generator: generator).itemInt()]
         let mask = try (b.faceMask + b.localMask).expand([n, x.shape[1], x.shape[2], x.shape[3]])
         let adversarial = context.step > section.adv_start && section.adv_weight > 0
         let out = try context.only("generator") { () throws -> (terms: [String: Tensor], xHat: Tensor, t: Tensor) in
@@ -370,13 +390,20 @@ public final class Stage2: PairFedStage, TrainingStage {
             let draws = DistillationDraws(steps: steps, noiseInit: noise, uncond: Double(u[0]) < section.uncond_ratio,
                                           dropPose: Double(u[2]) < section.pose_drop_prob,
                                           dropMotion: Double(u[1]) < section.motion_drop_prob)
-            let r = try step(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip, poseFeatures: pose,
+            let r: DistillationOutputs
+            if let teacher, section.rollout == "stage1", steps > 1 {
+                r = try teacherRollout(teacher, cond: cond, b: b, draws: draws, pose: pose, motion: motion, generator: generator)
+            } else {
+                r = try step(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip, poseFeatures: pose,
                                                 motion: motion), draws: draws, generator: generator)
+            }
             let xHat = try decodeForLoss(r.x0.squeeze(2))
             let t = try Tensor.full([n], Double(r.lastTimestep), dtype: .int64, device: dev)
             return (try generatorTerms(xHat, x, mask: mask, timesteps: t, adversarial: adversarial), xHat, t)
         }
         try context.record(out.terms)
+        // n of this iteration: the loss depends strongly on it (n = 1 predicts x̂0 from pure noise).
+        try context.record(["update_steps": Tensor.scalar(Double(steps))])
         try context.backward(out.terms["loss"]!, for: "generator")
         try context.step("generator")
         if context.step > section.d_start {
@@ -387,6 +414,34 @@ public final class Stage2: PairFedStage, TrainingStage {
             try context.backward(dLoss, for: "discriminator")
             try context.step("discriminator")
         }
+    }
+
+    /// rollout: stage1 — the frozen stage-1 model runs the first n − 1 steps (no gradient), its x̂0
+    /// re-noised with fresh noise to t[n − 1]; the student runs the n-th step from there.
+    func teacherRollout(_ teacher: PortraitDenoiser, cond: Conditions, b: PairTensors, draws: DistillationDraws,
+                        pose: Tensor, motion: Tensor, generator: Generator) throws -> DistillationOutputs {
+        let n = draws.steps, list = section.timesteps_list
+        let x = try Torch.noGrad { () throws -> Tensor in
+            var t = DistillationStep(denoiser: teacher.denoiser, reference: teacher.reference, control: teacher.control,
+                                     scheduler: scheduler)
+            t.timesteps = list
+            t.bankDropRatio = 0
+            var d = draws
+            d.steps = n - 1
+            let out = try t(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip,
+                                               poseFeatures: teacher.poseGuider(cond.canvas.unsqueeze(2)),
+                                               motion: teacher.motionEncoder(b.faceCrop)), draws: d, generator: generator)
+            let fresh = try Tensor.randn(out.x0.shape, generator: generator, device: out.x0.device)
+            let tt = try Tensor.full([out.x0.shape[0]], Double(list[n - 1]), dtype: .int64, device: out.x0.device)
+            return try scheduler.addNoise(out.x0, noise: fresh, timesteps: tt).detach()
+        }
+        var last = step
+        last.timesteps = [list[n - 1]]
+        var d = draws
+        d.steps = 1
+        d.noiseInit = x
+        return try last(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip, poseFeatures: pose,
+                                           motion: motion), draws: d, generator: generator)
     }
 
     // MARK: validation

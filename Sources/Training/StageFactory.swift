@@ -43,6 +43,8 @@ public enum StageFactory {
                 _ = try ConfigLoader.section(Stage1Section.self, c.stageSection, name: "stage1", file: c.sourcePath)
             case "stage2":
                 _ = try ConfigLoader.section(Stage2Section.self, c.stageSection, name: "stage2", file: c.sourcePath)
+            case "stage3":
+                _ = try ConfigLoader.section(Stage3Section.self, c.stageSection, name: "stage3", file: c.sourcePath)
             default:
                 problems.append("stage '\(c.stage)' is unknown")
             }
@@ -65,6 +67,7 @@ public enum StageFactory {
         case "unet": return try UNetStage(config: c, logger: logger)
         case "stage1": return try Stage1(config: c, logger: logger)
         case "stage2": return try Stage2(config: c, logger: logger)
+        case "stage3": return try Stage3(config: c, logger: logger)
         default: throw ConfigError(file: c.sourcePath, "stage '\(c.stage)' is unknown")
         }
     }

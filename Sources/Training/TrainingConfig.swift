@@ -181,7 +181,7 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var rank = 0
     public var worldSize = 1
 
-    public static let stages = ["vae", "motion_extractor", "unet", "stage1", "stage2"]
+    public static let stages = ["vae", "motion_extractor", "unet", "stage1", "stage2", "stage3"]
     static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing",
                        "freeze"] + stages
 

@@ -28,7 +28,7 @@ struct ConfigCommand: ParsableCommand {
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "train", abstract: "Train a stage from a config (vae, motion_extractor, stage1).")
+        commandName: "train", abstract: "Train a stage from a config (vae, motion_extractor, unet, stage1, stage2, stage3).")
 
     @Argument(help: "A training config (YAML), e.g. Configs/tiny/stage1.yaml.") var config: String
     @Option(help: "Resume from 'latest' (the newest complete checkpoint of this run) or a checkpoint folder.")

@@ -107,6 +107,24 @@ import Torch
         #expect(dNames.allSatisfy { $0.hasPrefix("discriminator.") } && !dNames.isEmpty && gNames.isDisjoint(with: dNames))
     }
 
+    /// rollout: stage1 with update_steps [3, 4]: the frozen stage-1 model runs the steps without
+    /// gradient, only n ∈ {3, 4} is drawn, the student trains and the stage-1 model stays as loaded.
+    @Test func stage1RolloutAndRestrictedStepCounts() throws {
+        let (dir, url) = try setUp(steps: 4, checkpointEvery: 4, dStart: 10, advStart: 10,
+                                   extra: "rollout: stage1\n  update_steps: [3, 4]")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (cfg, stage) = try make(url)
+        #expect(stage.section.rollout == "stage1" && stage.section.update_steps == [3, 4])
+        let teacher = try #require(stage.teacher)
+        let t0 = try teacher.denoiser.namedParameters().map { try $0.1.clone() }
+        let s0 = try stage.student.denoiser.namedParameters().map { try $0.1.clone() }
+        try Trainer(config: cfg, stage: stage, logger: logger).run()
+        let n = records(dir).compactMap { $0["update_steps"] as? Double }
+        #expect(n.count == 4 && n.allSatisfy { $0 == 3 || $0 == 4 }, "\(n)")
+        for (p, b) in zip(teacher.denoiser.namedParameters(), t0) { #expect(try p.1.maxAbsDiff(b) == 0, "stage-1 \(p.0) moved") }
+        #expect(try zip(stage.student.denoiser.namedParameters(), s0).contains { try $0.0.1.maxAbsDiff($0.1) > 0 })
+    }
+
     /// Without image_encoder_path both stages use a frozen random CLIP: stage 2 must rebuild the one
     /// stage 1 trained with, whatever its own seed.
     @Test func randomCLIPIsStage1s() throws {
@@ -178,6 +196,10 @@ import Torch
             .contains { $0.contains("generator.learning_rte") && $0.contains("learning_rate") })
         #expect(problems(["lpips_weight": .number(0), "discriminator": .object(["img_resolution": .number(48)])])
             .contains { $0.contains("img_resolution") || $0.contains("power of two") })
+        #expect(problems(["lpips_weight": .number(0), "update_steps": .array([.number(0), .number(4)])])
+            .contains { $0.contains("update_steps") && $0.contains("1...4") })
+        #expect(problems(["lpips_weight": .number(0), "rollout": .string("teacher")])
+            .contains { $0.contains("rollout") && $0.contains("student or stage1") })
         #expect(problems(["lpips_weight": .number(0)]).isEmpty)
     }
 
