@@ -8,9 +8,10 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# libavdevice-dev: `live --input /dev/videoN` (V4L2); chromium: the serve tests open the webcam page headless.
+# libavdevice-dev: `live --input /dev/videoN` (V4L2); chromium: the serve tests open the webcam page headless;
+# libgloo-dev: gloo's headers, which c10d's ProcessGroupGloo header needs (multi-process training).
 APT_PACKAGES := libtorch-dev libhdf5-dev libavcodec-dev libavformat-dev libavdevice-dev libswscale-dev pkg-config \
-                libopenblas0-pthread ffmpeg chromium
+                libopenblas0-pthread ffmpeg chromium libgloo-dev
 VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
@@ -91,7 +92,7 @@ test: deps
 # training run, next to the default LibTorch's full test run.
 DEBIAN_BIN := .build/debug/personalive
 test-debian: deps
-	@echo "== Debian's libtorch-dev: build, fixture checks, a short training run"
+	@echo "== Debian's libtorch-dev: build, fixture checks, a short training run (and 2 steps with 2 processes, Gloo)"
 	LIBTORCH= swift build --scratch-path .build --product personalive
 	LIBTORCH= $(DEBIAN_BIN) --version
 	LIBTORCH= $(DEBIAN_BIN) fixtures check $(FIXTURES) \
@@ -100,7 +101,10 @@ test-debian: deps
 	  cd $$scratch && $(CURDIR)/$(DEBIAN_BIN) dataset synth --out Datasets/synth.h5 --clips 6 --frames 16 --seed 3 >/dev/null && \
 	  $(CURDIR)/$(DEBIAN_BIN) train Configs/tiny/vae.yaml --max-steps 20 && \
 	  $(CURDIR)/$(DEBIAN_BIN) train Configs/tiny/vae.yaml --resume latest --max-steps 30 && \
-	  test -f Checkpoints/tiny-vae/checkpoint-30/vae.safetensors
+	  test -f Checkpoints/tiny-vae/checkpoint-30/vae.safetensors && \
+	  sed 's/run_name: tiny-vae/run_name: tiny-vae-ddp/; s/threads: 2/threads: 1/' Configs/tiny/vae.yaml > vae-ddp.yaml && \
+	  $(CURDIR)/$(DEBIAN_BIN) train vae-ddp.yaml --max-steps 2 --nproc 2 --dist-timeout 120 && \
+	  test -f Checkpoints/tiny-vae-ddp/checkpoint-2/vae.safetensors
 
 # The main job on the embedded default (tiny configs, synthetic data, no downloads):
 # synthetic dataset → tiny VAE → tiny motion extractor → tiny base UNet → stage 1 → stage 2 → stage 3 (and its

@@ -21,6 +21,19 @@ if torchCUDA {
     torchLinker.append(.unsafeFlags(["-Xlinker", "--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Xlinker", "--as-needed"]))
 }
 torchLinker += [.linkedLibrary("torch"), .linkedLibrary("torch_cpu"), .linkedLibrary("c10")]
+// c10d's ProcessGroupGloo is compiled into libtorch_cpu (Debian's and the wheels'), but its header
+// needs gloo's headers, which no LibTorch ships: Debian's libgloo-dev provides them (GLOO_INCLUDE
+// overrides the folder). Without them the shim still builds and multi-process training reports
+// that Gloo is missing. No -lgloo: the wheel's libtorch_cpu exports its own gloo (a second copy
+// would interpose), Debian's links libgloo.so.0 itself. NCCL comes with a CUDA LibTorch.
+let glooInclude = env["GLOO_INCLUDE"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/include"
+let hasGloo = env["CTORCH_NO_GLOO"] != "1" && FileManager.default.fileExists(atPath: "\(glooInclude)/gloo/config.h")
+var distCXX: [CXXSetting] = []
+if hasGloo {
+    distCXX.append(.define("USE_C10D_GLOO"))
+    if glooInclude != "/usr/include" { distCXX.append(.unsafeFlags(["-I\(glooInclude)"])) }
+}
+if torchCUDA { distCXX.append(.define("USE_C10D_NCCL")) }
 
 let package = Package(
     name: "PersonaLive",
@@ -44,7 +57,7 @@ let package = Package(
     targets: [
         .target(
             name: "CTorch",
-            cxxSettings: torchCXX + [.unsafeFlags(["-Wno-deprecated-declarations", "-O2"])],
+            cxxSettings: torchCXX + distCXX + [.unsafeFlags(["-Wno-deprecated-declarations", "-O2"])],
             linkerSettings: torchLinker
         ),
         .target(name: "Torch", dependencies: ["CTorch"]),

@@ -28,6 +28,10 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// Values that inference needs and the config does not fix, e.g. `latent_scale` when the stage
     /// estimated it from the data (`TrainingStage.pipelineMetadata`); absent in older checkpoints.
     public var pipeline: [String: Double]?
+    /// Data parallelism: the number of processes that wrote it (absent: 1) and every rank's RNG
+    /// states and data cursor (rank 0's are also the fields above).
+    public var world_size: Int?
+    public var ranks: [RankState]?
 
     public init(stage: String, step: Int, data_cursor: Int, config_digest: String, rng_generator: String,
                 rng_global: String, modules: [String]) {
@@ -39,6 +43,20 @@ public struct TrainerState: Codable, Sendable, Equatable {
         self.rng_global = rng_global
         self.modules = modules
         self.time = ISO8601DateFormatter().string(from: Date())
+    }
+}
+
+/// One data-parallel rank's resumable state.
+public struct RankState: Codable, Sendable, Equatable {
+    public var rank: Int
+    public var data_cursor: Int
+    public var rng_generator: String
+    public var rng_global: String
+    public init(rank: Int, data_cursor: Int, rng_generator: String, rng_global: String) {
+        self.rank = rank
+        self.data_cursor = data_cursor
+        self.rng_generator = rng_generator
+        self.rng_global = rng_global
     }
 }
 

@@ -36,6 +36,14 @@ public final class GradScaler {
         }
     }
 
+    /// Whether every gradient is finite (after a data-parallel sync, every rank gets the same answer).
+    public static func allFinite(_ params: [Tensor]) throws -> Bool {
+        try Torch.noGrad {
+            let flags = try params.compactMap { try $0.grad?.isfinite().all() }
+            return try flags.isEmpty || Tensor.stack(flags, dim: 0).all().item() == 1
+        }
+    }
+
     /// Updates the scale after a step (skipped or not).
     public func update(foundInf: Bool) {
         if foundInf {

@@ -253,9 +253,14 @@ public final class StepContext {
         let t0 = Date()
         defer { optimizerSeconds += Date().timeIntervalSince(t0) }
         let tensors = o.params.map(\.1)
-        let finite = try scaler?.unscale(tensors) ?? true
+        var finite = try scaler?.unscale(tensors) ?? true
+        if let gradientSync {
+            // Every rank syncs, overflowed or not (they must make the same collectives); a
+            // non-finite gradient on any rank reaches all of them through the mean, so all skip.
+            try gradientSync(o)
+            if scaler != nil { finite = try GradScaler.allFinite(tensors) }
+        }
         if finite {
-            try gradientSync?(o)
             let clip = o.spec.maxGradNorm
             o.lastGradNorm = try Autograd.clipGradNorm(tensors, maxNorm: clip > 0 ? clip : .infinity)
             try o.adamw.step()

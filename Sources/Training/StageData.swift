@@ -165,7 +165,9 @@ func samplerConfig(_ c: TrainingConfig, imageSize: Int, motionEncoderSize: Int, 
     return SamplerConfig(imageSize: imageSize, motionEncoderSize: motionEncoderSize, motionExtractorSize: motionExtractorSize,
                          sampleMargin: c.data.sample_margin, nSampleFrames: c.data.n_sample_frames,
                          sampleRate: c.data.sample_rate, batchSize: batchSize, seed: seed, split: split,
-                         brightness: jitter[0], contrast: jitter[1], saturation: jitter[2])
+                         brightness: jitter[0], contrast: jitter[1], saturation: jitter[2],
+                         // Data parallelism shards the train stream; validation runs on rank 0 only.
+                         rank: split == "train" ? c.rank : 0, worldSize: split == "train" ? c.worldSize : 1)
 }
 
 /// Images in [-1, 1], (B, 3, H, W) → a grid image with one column per tensor and one row per sample.

@@ -137,6 +137,13 @@ public final class Trainer {
     /// Called for each optimizer after its gradients are unscaled, before clipping: where data
     /// parallelism averages gradients across ranks.
     public var gradientSync: ((NamedOptimizer) throws -> Void)?
+    /// Data parallelism (DataParallel.swift): when set, rank 0's weights are broadcast at the start,
+    /// every optimizer's gradients are averaged over the ranks at the sync point (unless
+    /// `gradientSync` is set), each rank keeps its own RNG and data shard (config.rank/worldSize),
+    /// and only rank 0 writes checkpoints, metrics, validation and events.
+    public var dataParallel: DataParallel?
+    var isMain: Bool { dataParallel?.isMain ?? true }
+    var worldSize: Int { dataParallel?.worldSize ?? 1 }
 
     public init(config: TrainingConfig, stage: TrainingStage, logger: Logger, interrupt: InterruptFlag = InterruptFlag()) throws {
         self.config = config
@@ -198,6 +205,18 @@ public final class Trainer {
             state.grad_scale = scaler.scale
             state.grad_scale_growth_tracker = scaler.growthTracker
         }
+        if let dp = dataParallel {
+            // Every rank's RNG states and cursor go into rank 0's trainer_state.json.
+            let mine = RankState(rank: dp.rank, data_cursor: state.data_cursor, rng_generator: state.rng_generator,
+                                 rng_global: state.rng_global)
+            guard let all = try dp.gatherToMain("checkpoint-\(step)", Array(try JSONEncoder().encode(mine))) else {
+                return checkpoints.folder(step: step)
+            }
+            state.world_size = dp.worldSize
+            state.ranks = try all.map { (bytes: [UInt8]) -> RankState in
+                try JSONDecoder().decode(RankState.self, from: Foundation.Data(bytes))
+            }
+        }
         let contents = CheckpointContents(
             modules: stage.savedModules.map { ($0.0, $0.1.stateDict()) },
             optimizers: try optimizers.map { ($0.name, try $0.exportState()) },
@@ -222,8 +241,21 @@ public final class Trainer {
             try module.load(from: SafeTensorsSource(path: url.appendingPathComponent("\(name).safetensors").path))
         }
         try restoreOptimizers(from: url)
-        try generator.setState(try decodeState(state.rng_generator, url))
-        try Generator.setDefaultState(try decodeState(state.rng_global, url))
+        let written = state.world_size ?? 1
+        guard written == worldSize else {
+            throw TrainingError.invalid("\(url.path) was written by a run of \(written) process\(written == 1 ? "" : "es"); "
+                + "this run has \(worldSize). Resume it with the same world size (--nproc \(written), or WORLD_SIZE=\(written) "
+                + "under torchrun): each rank's data cursor and RNG state belong to that sharding")
+        }
+        var rng = (state.rng_generator, state.rng_global)
+        if let dp = dataParallel {
+            guard let mine = state.ranks?.first(where: { $0.rank == dp.rank }) else {
+                throw TrainingError.io("\(url.path)/trainer_state.json has no state for rank \(dp.rank)")
+            }
+            rng = (mine.rng_generator, mine.rng_global)
+        }
+        try generator.setState(try decodeState(rng.0, url))
+        try Generator.setDefaultState(try decodeState(rng.1, url))
         if let scaler, let scale = state.grad_scale {
             scaler.restore(scale: scale, growthTracker: state.grad_scale_growth_tracker ?? 0)
         }
@@ -272,9 +304,27 @@ public final class Trainer {
     @discardableResult
     public func run(maxSteps: Int? = nil, resume: String? = nil) throws -> Int {
         let total = maxSteps ?? config.solver.max_train_steps
-        try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
-        try config.yaml().write(to: runDirectory.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
-        let metrics = try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"))
+        if let dp = dataParallel, config.worldSize != dp.worldSize || config.rank != dp.rank {
+            throw TrainingError.invalid("config shard rank \(config.rank) of \(config.worldSize) differs from the process "
+                                        + "group's rank \(dp.rank) of \(dp.worldSize) (set config.rank/worldSize before building the stage)")
+        }
+        let metrics: MetricsLog? = isMain ? try {
+            try FileManager.default.createDirectory(at: runDirectory, withIntermediateDirectories: true)
+            try config.yaml().write(to: runDirectory.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
+            return try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"))
+        }() : nil
+        let emit: (TrainingEvent) -> Void = isMain ? onEvent : { _ in }
+        let sync = gradientSync ?? dataParallel.map { dp in { (o: NamedOptimizer) in try dp.averageGradients(o.params.map(\.1), name: o.name) } }
+        do {
+            return try loop(total: total, resume: resume, metrics: metrics, emit: emit, sync: sync)
+        } catch {
+            dataParallel?.reportFailure("\(error)")
+            throw error
+        }
+    }
+
+    func loop(total: Int, resume: String?, metrics: MetricsLog?, emit: (TrainingEvent) -> Void,
+              sync: ((NamedOptimizer) throws -> Void)?) throws -> Int {
 
         var step = 0
         var resumedFrom: URL?
@@ -292,20 +342,27 @@ public final class Trainer {
                 logger.info("resumed from \(url.path) at step \(step)")
             }
         }
+        if let dp = dataParallel {
+            // A fresh run: each rank > 0 draws its own noise (rank 0 keeps the single-process stream).
+            if resumedFrom == nil, dp.rank > 0 {
+                try generator.manualSeed(config.seed &+ UInt64(dp.rank) &* 0x9E37_79B9_7F4A_7C15)
+            }
+            try dp.broadcastModules(stage.savedModules.map(\.1))
+        }
         // Lines past the restored step were written by a run that died before its next checkpoint.
-        try metrics.truncate(after: resumedFrom == nil ? -1 : step)
-        onEvent(.started(startStep: step, totalSteps: total, resumedFrom: resumedFrom))
+        try metrics?.truncate(after: resumedFrom == nil ? -1 : step)
+        emit(.started(startStep: step, totalSteps: total, resumedFrom: resumedFrom))
         // A fresh run validates once before training, so its report has a step-0 baseline.
-        if resumedFrom == nil, step == 0, config.validation.validation_steps > 0, total > 0 {
+        if let metrics, resumedFrom == nil, step == 0, config.validation.validation_steps > 0, total > 0 {
             try validate(step: 0, metrics: metrics)
         }
 
         let accum = max(1, config.solver.gradient_accumulation_steps)
         let precision = stage.precision
         while step < total {
-            if interrupt.isSet {
+            if try stopRequested() {
                 _ = try save(step: step)
-                onEvent(.interrupted(step: step))
+                emit(.interrupted(step: step))
                 return step
             }
             let t0 = Date()
@@ -315,7 +372,7 @@ public final class Trainer {
                 o.lastGradNorm = nil
             }
             let context = StepContext(optimizers: optimizers, scaler: scaler, accumulation: accum, step: step,
-                                      gradientSync: gradientSync)
+                                      gradientSync: sync)
             var tForward = 0.0
             let wait0 = stage.dataWaitSeconds
             for micro in 0..<accum {
@@ -338,7 +395,9 @@ public final class Trainer {
             let tData = stage.dataWaitSeconds - wait0
             step += 1
             let dt = Date().timeIntervalSince(t0)
-            let sums = context.terms
+            // Under data parallelism the logged loss terms are the mean over ranks (the global batch's).
+            let sums = try dataParallel?.averageScalars(context.terms) ?? context.terms
+            let samplesPerStep = self.samplesPerStep * worldSize
             let first = optimizers[0]
             let lr = first.lastLR
             let gradNorm = first.lastGradNorm ?? .nan
@@ -354,20 +413,29 @@ public final class Trainer {
             }
             if let scaler { record["loss_scale"] = scaler.scale }
             for (k, v) in sums { record[k] = v }
-            try metrics.append(record)
+            try metrics?.append(record)
             let tBackward = context.backwardSeconds, tOpt = context.optimizerSeconds
-            onEvent(.step(StepReport(step: step, totalSteps: total, losses: sums, lr: lr, gradNorm: gradNorm,
+            emit(.step(StepReport(step: step, totalSteps: total, losses: sums, lr: lr, gradNorm: gradNorm,
                                      stepTime: dt, samplesPerSecond: Double(samplesPerStep) / max(dt, 1e-9),
                                      timing: ["data": tData, "forward": tForward - tData - tBackward - tOpt,
                                               "backward": tBackward, "optimizer": tOpt])))
 
             let v = config.validation.validation_steps
-            if v > 0, step % v == 0 || step == total { try validate(step: step, metrics: metrics) }
+            if let metrics, v > 0, step % v == 0 || step == total { try validate(step: step, metrics: metrics) }
             let c = config.checkpointing.checkpointing_steps
             if (c > 0 && step % c == 0) || step == total { _ = try save(step: step) }
         }
-        onEvent(.finished(step: step))
+        emit(.finished(step: step))
         return step
+    }
+
+    /// Whether to checkpoint and stop now: this process was interrupted or, under data
+    /// parallelism, any rank was (all ranks agree, so they stop at the same step).
+    func stopRequested() throws -> Bool {
+        guard let dp = dataParallel else { return interrupt.isSet }
+        let flag = try Tensor.full([1], interrupt.isSet ? 1 : 0)
+        try dp.collective("agreeing on an interrupt") { try dp.group.allReduceMean([flag]) }
+        return try flag.item() > 0
     }
 
     public func validate(step: Int, metrics: MetricsLog) throws {

@@ -176,6 +176,10 @@ public struct TrainingConfig: Codable, Sendable, Equatable {
     public var stageSection: JSONValue = .object([:])
     /// Where the config was read from (paths inside it are relative to the working directory).
     public var sourcePath: String = ""
+    /// Data-parallel shard of this process (not part of the file): rank `rank` of `worldSize`
+    /// draws the train batches rank, rank + worldSize, … of the one deterministic stream.
+    public var rank = 0
+    public var worldSize = 1
 
     public static let stages = ["vae", "motion_extractor", "unet", "stage1", "stage2", "stage3"]
     static let keys = ["stage", "run_name", "seed", "output_dir", "model", "data", "solver", "validation", "checkpointing",

@@ -12,13 +12,17 @@ import Torch
 public struct VAEStageSection: Codable, Sendable {
     public var kl_weight: Double = 1e-6
     public var image_size: Int = 64
-    enum K: String, CodingKey, CaseIterable { case kl_weight, image_size }
+    /// Decode a sample of the posterior (true, the usual VAE objective) or its mean (deterministic:
+    /// no random draw per step, e.g. for checking data-parallel runs against one process).
+    public var sample_posterior = true
+    enum K: String, CodingKey, CaseIterable { case kl_weight, image_size, sample_posterior }
     public init() {}
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(K.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: K.self)
         kl_weight = try c.value(.kl_weight, default: 1e-6)
         image_size = try c.value(.image_size, default: 64)
+        sample_posterior = try c.value(.sample_posterior, default: true)
     }
 }
 
@@ -45,7 +49,7 @@ public final class VAEStage: PairFedStage, TrainingStage {
     public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
         let x = try feed.batch(sample / batchSize).target
         let posterior = try vae.encode(x)
-        let recon = try vae.decode(posterior.sample(generator: generator))
+        let recon = try vae.decode(section.sample_posterior ? posterior.sample(generator: generator) : posterior.mode())
         let mse = try F.mseLoss(recon.to(.float32), x)
         let kl = try posterior.kl().mean()
         return ["loss": try mse + kl * section.kl_weight, "rec_mse": mse, "kl": kl]

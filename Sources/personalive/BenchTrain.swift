@@ -1,5 +1,7 @@
-// BenchTrain.swift — `personalive bench train --config FILE`: steps/s of a stage and where the
-// time goes (data wait, forward, backward, optimizer), so a stalling loader shows at once.
+// BenchTrain.swift — `personalive bench train --config FILE [--nproc N]`: steps/s of a stage and where the
+// time goes (data wait, forward, backward, optimizer), so a stalling loader shows at once. With
+// --nproc N (or under torchrun) it times data-parallel steps: samples/s over all ranks and the
+// gradient all-reduce time per step (rank 0's, which includes waiting for the slowest rank).
 import ArgumentParser
 import Foundation
 import Torch
@@ -12,10 +14,20 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "A training config (YAML).") var config: String
     @Option(help: "Steps to time (after the warm-up).") var steps: Int = 10
     @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
+    @Option(help: "Data-parallel workers to start on this machine (Gloo); the batch size is per worker.") var nproc: Int = 1
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        let logger = try global.setUp(label: "bench")
+        guard nproc >= 1 else { throw ValidationError("--nproc must be at least 1") }
+        let environment = try DistributedEnvironment.from(ProcessInfo.processInfo.environment)
+        if nproc > 1 {
+            guard environment == nil else { throw ValidationError("--nproc starts its own workers, but WORLD_SIZE is already set") }
+            let logger = try global.setUp(label: "bench")
+            try TrainLauncher.run(arguments: TrainLauncher.workerArguments(), nproc: nproc, grace: 90, logger: logger)
+            return
+        }
+        let parallel = environment.flatMap { $0.worldSize > 1 ? $0 : nil }
+        let logger = try global.setUp(label: parallel.map { "bench.rank\($0.rank)" } ?? "bench")
         var cfg = try TrainingConfig.load(path: config)
         try StageFactory.validate(cfg, logger: logger)
         // Write nothing next to real runs: outputs go to a temporary folder.
@@ -26,22 +38,42 @@ struct BenchTrainCommand: ParsableCommand {
         cfg.checkpointing.checkpointing_steps = 0
         cfg.validation.validation_steps = 0
         cfg.solver.max_train_steps = warmup + steps
+        if let threads = cfg.solver.threads, global.threads == nil { try Torch.setNumThreads(threads) }
         try Torch.manualSeed(cfg.seed)
+        var dataParallel: DataParallel?
+        if let e = parallel {
+            cfg.rank = e.rank
+            cfg.worldSize = e.worldSize
+            // torchrun's convention: one GPU per local rank (`cuda` alone means cuda:LOCAL_RANK).
+            if cfg.solver.device == "cuda" { cfg.solver.device = "cuda:\(e.localRank)" }
+            dataParallel = try DataParallel(environment: e, backend: cfg.solver.device.hasPrefix("cuda") ? .nccl : .gloo,
+                                            timeout: 120, logger: logger)
+        }
         let stage = try StageFactory.make(cfg, logger: logger)
         let trainer = try Trainer(config: cfg, stage: stage, logger: logger)
+        trainer.dataParallel = dataParallel
         var sums: [String: Double] = [:]
         var total = 0.0, timed = 0
+        var reduceAtWarmup = 0.0
         trainer.onEvent = { e in
-            guard case .step(let r) = e, r.step > warmup else { return }
+            guard case .step(let r) = e else { return }
+            if r.step == warmup { reduceAtWarmup = dataParallel?.allReduceSeconds ?? 0 }
+            guard r.step > warmup else { return }
             timed += 1
             total += r.stepTime
             for (k, v) in r.timing { sums[k, default: 0] += v }
         }
         _ = try trainer.run()
+        if let dp = dataParallel, !dp.isMain { return }
         guard timed > 0 else { throw CLIError("no steps were timed") }
         let per = total / Double(timed)
-        print(String(format: "%@ (stage %@, batch %d): %.2f steps/s, %.1f ms/step, %.1f samples/s", config, cfg.stage,
-                     cfg.data.train_bs, 1 / per, per * 1000, Double(cfg.data.train_bs) / per))
+        let world = dataParallel?.worldSize ?? 1
+        let samplesPerStep = cfg.data.train_bs * world
+        print(String(format: "%@ (stage %@, %d process%@ × batch %d): %.2f steps/s, %.1f ms/step, %.1f samples/s", config,
+                     cfg.stage, world, world == 1 ? "" : "es", cfg.data.train_bs, 1 / per, per * 1000, Double(samplesPerStep) / per))
+        let reduce = ((dataParallel?.allReduceSeconds ?? 0) - reduceAtWarmup) / Double(timed)
+        print(String(format: "  all-reduce %6.1f ms/step  %5.1f%% (gradients averaged over %d process%@; inside 'optimizer')",
+                     reduce * 1000, 100 * reduce / per, world, world == 1 ? "" : "es"))
         for k in ["data", "forward", "backward", "optimizer"] {
             let v = (sums[k] ?? 0) / Double(timed)
             print("  " + k.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: "%8.1f ms  %5.1f%%", v * 1000, 100 * v / per))

@@ -1,5 +1,6 @@
-// TrainCommand.swift — `personalive train CONFIG [--resume latest|PATH] [--max-steps N]` and
-// `personalive config validate FILE`: the stage comes from the config.
+// TrainCommand.swift — `personalive train CONFIG [--resume latest|PATH] [--max-steps N] [--nproc N]` and
+// `personalive config validate FILE`: the stage comes from the config. Under torchrun's environment
+// (WORLD_SIZE > 1) it is one data-parallel worker; `--nproc N` starts N such workers itself.
 import ArgumentParser
 import Foundation
 import Logging
@@ -33,20 +34,59 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Resume from 'latest' (the newest complete checkpoint of this run) or a checkpoint folder.")
     var resume: String?
     @Option(help: "Stop after this many optimizer steps (default: solver.max_train_steps).") var maxSteps: Int?
+    @Option(help: "Data-parallel workers to start on this machine (each gets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT as under torchrun; the batch size is per worker).")
+    var nproc: Int?
+    @Option(help: "Seconds a rendezvous or collective may take before the run stops with an error.")
+    var distTimeout: Double = 300
     @OptionGroup var global: GlobalOptions
 
+    func validate() throws {
+        if let n = nproc, n < 1 { throw ValidationError("--nproc must be at least 1 (got \(n))") }
+        if distTimeout <= 0 { throw ValidationError("--dist-timeout must be positive") }
+    }
+
     func run() throws {
-        let logger = try global.setUp(label: "train")
-        let cfg = try TrainingConfig.load(path: config)
+        let environment = try DistributedEnvironment.from(ProcessInfo.processInfo.environment)
+        if let n = nproc, n > 1 {
+            guard environment == nil else {
+                throw ValidationError("--nproc \(n) starts its own workers, but WORLD_SIZE is already set (torchrun's "
+                                      + "environment); use one or the other")
+            }
+            let logger = try global.setUp(label: "train")
+            // The config is checked once here, so that a bad one fails before any worker starts.
+            try StageFactory.validate(try TrainingConfig.load(path: config), logger: logger)
+            try TrainLauncher.run(arguments: TrainLauncher.workerArguments(), nproc: n, grace: distTimeout + 30, logger: logger)
+            return
+        }
+        let parallel = environment.flatMap { $0.worldSize > 1 ? $0 : nil }
+        let logger = try global.setUp(label: parallel.map { "train.rank\($0.rank)" } ?? "train")
+        var cfg = try TrainingConfig.load(path: config)
         try StageFactory.validate(cfg, logger: logger)
         if let threads = cfg.solver.threads, global.threads == nil { try Torch.setNumThreads(threads) }
         try Torch.manualSeed(cfg.seed)
+        var dataParallel: DataParallel?
+        if let e = parallel {
+            cfg.rank = e.rank
+            cfg.worldSize = e.worldSize
+            // torchrun's convention: one GPU per local rank (`cuda` alone means cuda:LOCAL_RANK).
+            if cfg.solver.device == "cuda" { cfg.solver.device = "cuda:\(e.localRank)" }
+            let backend: DistributedBackend = cfg.solver.device.hasPrefix("cuda") ? .nccl : .gloo
+            dataParallel = try DataParallel(environment: e, backend: backend, timeout: distTimeout, logger: logger)
+        }
         let stage = try StageFactory.make(cfg, logger: logger)
         let trainer = try Trainer(config: cfg, stage: stage, logger: logger)
+        trainer.dataParallel = dataParallel
         trainer.interrupt.installSignalHandlers()
         let progress = ProgressReporter(logger: logger)
         trainer.onEvent = progress.handle
         let step = try trainer.run(maxSteps: maxSteps, resume: resume)
+        if let dp = dataParallel {
+            if dp.allReduceCount > 0 {
+                let each = String(format: "%.1f ms each", 1000 * dp.allReduceSeconds / Double(dp.allReduceCount))
+                logger.info("rank \(dp.rank): \(dp.allReduceCount) gradient all-reduces, \(each)")
+            }
+            guard dp.isMain else { return }
+        }
         print("run: \(trainer.runDirectory.path) (metrics.jsonl, loss_curve.png, validation/)")
         print("checkpoints: \(trainer.checkpoints.root.path)" + (trainer.checkpoints.latest().map { " (latest: \($0.lastPathComponent))" } ?? ""))
         if trainer.interrupt.isSet {

@@ -278,6 +278,40 @@ void tc_named_tensors_free(tc_named_tensors *list);
 // Writes a dict name -> tensor in torch.save's zip format (loadable by torch.load).
 int tc_pth_save(const char *path, const char *const *names, const tc_tensor *tensors, int64_t n);
 
+
+// ---- distributed (c10d): rendezvous store, process groups, collectives -------------------------
+// A TCPStore (rank 0 serves it, every rank connects to host:port), the rendezvous of
+// torch.distributed's env:// init. Every call gives up after timeout_ms with an error.
+typedef struct tc_store_s *tc_store;
+typedef struct tc_process_group_s *tc_process_group;
+typedef struct tc_heartbeat_s *tc_heartbeat;
+enum { TC_PG_GLOO = 0, TC_PG_NCCL = 1 };
+// Whether this build can create the backend (Gloo needs the gloo headers at build time, NCCL a CUDA build).
+int tc_distributed_backend_available(int backend, int *out);
+int tc_tcp_store_create(const char *host, int port, int is_server, int world_size, int64_t timeout_ms, tc_store *out);
+void tc_store_free(tc_store s);
+int tc_store_set(tc_store s, const char *key, const uint8_t *data, int64_t len);
+// Blocks until the key exists (or the store's timeout); *data is released with tc_buffer_free.
+int tc_store_get(tc_store s, const char *key, uint8_t **data, int64_t *len);
+void tc_buffer_free(uint8_t *p);
+int tc_store_add(tc_store s, const char *key, int64_t delta, int64_t *out);
+int tc_store_check(tc_store s, const char *key, int *out);
+// A background thread adding 1 to `key` every interval_ms over its own store connection (liveness
+// for naming a dead rank); stops silently when the store goes away. tc_heartbeat_stop joins it.
+int tc_heartbeat_start(const char *host, int port, const char *key, int64_t interval_ms, int64_t timeout_ms,
+                       tc_heartbeat *out);
+void tc_heartbeat_stop(tc_heartbeat hb);
+// gloo_hostname: the address Gloo binds and advertises (NULL or "" = the host name's address).
+int tc_process_group_create(tc_store s, int backend, int rank, int world_size, int64_t timeout_ms,
+                            const char *gloo_hostname, tc_process_group *out);
+void tc_process_group_free(tc_process_group pg);
+// In place: every tensor becomes the mean over ranks. Tensors go in buckets of at most
+// bucket_bytes (<= 0: 25 MiB), each flattened into one all-reduce.
+int tc_pg_allreduce_mean(tc_process_group pg, tc_tensor *tensors, int n, int64_t bucket_bytes, int64_t timeout_ms);
+// In place: every tensor becomes root's value (bucketed likewise).
+int tc_pg_broadcast(tc_process_group pg, tc_tensor *tensors, int n, int root, int64_t bucket_bytes, int64_t timeout_ms);
+int tc_pg_barrier(tc_process_group pg, int64_t timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif
