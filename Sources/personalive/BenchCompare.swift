@@ -88,6 +88,7 @@ struct BenchCompareCommand: ParsableCommand {
             print("note: the two sides run different LibTorch versions (\(Torch.runtimeVersion) vs \(v)); "
                   + "build with LIBTORCH=<the venv's torch> to compare on the same one")
         }
+        fflush(stdout)
 
         // One measurement on our side: mean seconds per step after `warmup` untimed steps.
         func ours(_ kind: Kind, _ b: Int) throws -> Double {
