@@ -165,13 +165,15 @@ final class PyTorchPeer {
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = ["-u", file.path]
         process.standardInput = toPeer
+        signal(SIGPIPE, SIG_IGN)  // a peer that exited must become an error message, not kill this process
         process.standardOutput = fromPeer
         do { try process.run() } catch { throw CLIError("cannot start \(python): \(error)") }
     }
 
     /// Sends one request line and returns the peer's reply; a peer-side error becomes a CLIError.
     func request(_ json: String) throws -> [String: Any] {
-        toPeer.fileHandleForWriting.write(Data((json.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
+        // A failed write means the peer has exited; its last reply (or EOF) is still read below and reported.
+        try? toPeer.fileHandleForWriting.write(contentsOf: Data((json.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
         while true {
             let line = try readLine()
             guard line.hasPrefix("@@ ") else { FileHandle.standardError.write(Data((line + "\n").utf8)); continue }
