@@ -16,7 +16,9 @@ VENV := .venv
 PYTHON := $(CURDIR)/$(VENV)/bin/python
 # mediapipe: FaceMesh for `dataset build --boxes mediapipe` (the wheel carries its face models).
 # scikit-image: the independent SSIM/PSNR the evaluation metrics are checked against.
-PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14 scikit-image
+# diffusers: the PyTorch-eager peer of `personalive bench compare` (0.27, the API our UNet mirrors); it imports
+# huggingface_hub's cached_download, which 0.26 removed, hence the pin.
+PY_PACKAGES := torch==2.13.0+cpu safetensors h5py numpy mediapipe==0.10.14 scikit-image diffusers==0.27.2 huggingface_hub==0.25.2
 PY_VERSION := $(shell python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 WHEEL_LIBTORCH := $(CURDIR)/$(VENV)/lib/python$(PY_VERSION)/site-packages/torch
 LIBTORCH ?= $(WHEEL_LIBTORCH)

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks (print ratios against a baseline measured in the same run).",
         subcommands: [Ops.self, BenchUNetCommand.self, BenchDenoiserCommand.self, BenchLoaderCommand.self,
-                      BenchTrainCommand.self, BenchStreamCommand.self, BenchServeCommand.self])
+                      BenchTrainCommand.self, BenchStreamCommand.self, BenchServeCommand.self, BenchCompareCommand.self])
 
     struct Ops: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -31,18 +31,22 @@ struct BenchUNetCommand: ParsableCommand {
         if let size, size <= 0 { throw ValidationError("--size must be positive") }
     }
 
+    /// The fixture UNet (636 412 parameters at 16×16); `bench compare` times it against diffusers'.
+    static var tinyConfig: UNet2DConditionModel.Config {
+        var c = UNet2DConditionModel.Config()
+        c.sample_size = .one(16)
+        c.down_block_types = ["CrossAttnDownBlock2D", "DownBlock2D"]
+        c.up_block_types = ["UpBlock2D", "CrossAttnUpBlock2D"]
+        c.block_out_channels = [32, 40]
+        c.cross_attention_dim = .one(32)
+        c.norm_num_groups = 8
+        return c
+    }
+
     func resolveConfig() throws -> UNet2DConditionModel.Config {
         switch config {
         case "sd15": return .sd15ImageVariations
-        case "tiny":
-            var c = UNet2DConditionModel.Config()
-            c.sample_size = .one(16)
-            c.down_block_types = ["CrossAttnDownBlock2D", "DownBlock2D"]
-            c.up_block_types = ["UpBlock2D", "CrossAttnUpBlock2D"]
-            c.block_out_channels = [32, 40]
-            c.cross_attention_dim = .one(32)
-            c.norm_num_groups = 8
-            return c
+        case "tiny": return Self.tinyConfig
         default:
             let url = URL(fileURLWithPath: config)
             guard FileManager.default.fileExists(atPath: url.path) else {

@@ -1,0 +1,283 @@
+// BenchCompare.swift — `personalive bench compare`: the `bench unet --config tiny` step timed in this
+// process and, in the same run and interleaved (ours, PyTorch, ours, PyTorch …), in PyTorch eager:
+// a peer Python script of ours (embedded below) that mirrors BenchUNet.swift with diffusers 0.27
+// `UNet2DConditionModel` — same config (sent as JSON), input shapes, thread count, warm-up and step
+// counts, and the same loss for the backward pass. Prints ms per step on each side and ours÷PyTorch.
+import ArgumentParser
+import Foundation
+import Models
+import NN
+import Torch
+
+struct BenchCompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Tiny UNet2DConditionModel forward and forward+backward here vs. PyTorch eager (diffusers), interleaved in one run.",
+        discussion: """
+            Needs the project venv's torch and diffusers (`make venv`). With --threads N both sides run N \
+            LibTorch threads; without it both use this process's LibTorch default.
+            """)
+
+    @Option(help: "Timed steps of each kind per round.") var steps: Int = 10
+    @Option(help: "Untimed warm-up steps before each timed block.") var warmup: Int = 2
+    @Option(help: "Rounds (each times every cell on our side, then on PyTorch's).") var rounds: Int = 2
+    @Option(help: "Comma-separated batch sizes.") var batch: String = "1,8"
+    @Option(help: "Python with torch and diffusers (default: $PERSONALIVE_PYTHON, then .venv/bin/python).")
+    var python: String?
+    @OptionGroup var global: GlobalOptions
+
+    var batches: [Int] { batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
+    func validate() throws {
+        guard steps > 0, warmup >= 0, rounds > 0 else {
+            throw ValidationError("--steps and --rounds must be positive and --warmup not negative")
+        }
+        let parts = batch.split(separator: ",")
+        guard !parts.isEmpty, parts.count == batches.count, batches.allSatisfy({ $0 > 0 }) else {
+            throw ValidationError("--batch must be a comma-separated list of positive integers, e.g. 1,8")
+        }
+    }
+
+    /// One timed cell of the table.
+    enum Kind: String, CaseIterable { case forward, backward
+        var label: String { self == .forward ? "forward" : "fwd+bwd" }
+    }
+
+    func run() throws {
+        _ = try global.setUp(label: "bench")
+        let threads = Torch.numThreads
+        let config = BenchUNetCommand.tinyConfig
+        let side = 16, tokens = 1
+        let crossDim = try config.cross_attention_dim.perBlock(config.down_block_types.count, key: "cross_attention_dim")[0]
+
+        let peer = try PyTorchPeer(python: resolvePython())
+        defer { peer.close() }
+        let configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
+        let hello = try peer.request("""
+            {"config": \(configJSON), "threads": \(threads), "side": \(side), "tokens": \(tokens), \
+            "warmup": \(warmup), "steps": \(steps)}
+            """)
+
+        let unet = try UNet2DConditionModel(config)
+        let params = unet.parameters()
+        var inputs: [Int: (sample: Tensor, context: Tensor, timesteps: Tensor)] = [:]
+        for b in batches {
+            inputs[b] = (try Tensor.randn([b, config.in_channels, side, side]), try Tensor.randn([b, tokens, crossDim]),
+                         try Tensor.randint(0, 1000, [b]))
+        }
+
+        #if DEBUG
+        let build = "debug build"
+        #else
+        let build = "release build"
+        #endif
+        let pyThreads = hello["threads"] as? Int ?? -1
+        let pyParams = hello["parameters"] as? Int ?? -1
+        print("ours:    LibTorch \(Torch.runtimeVersion) (headers \(Torch.headerVersion)), \(threads) threads, Swift \(build)")
+        print("PyTorch: torch \(hello["torch"] ?? "?") at \(hello["torch_path"] ?? "?"), diffusers \(hello["diffusers"] ?? "?"), "
+              + "Python \(hello["python"] ?? "?") eager, \(pyThreads) threads")
+        print("model: tiny UNet2DConditionModel, \(unet.parameterCount) parameters (ours) / \(pyParams) (PyTorch); "
+              + "latent \(side)×\(side), \(tokens) context token; \(warmup) warm-up + \(steps) timed steps per cell, \(rounds) rounds")
+        guard pyThreads == threads else {
+            throw CLIError("the PyTorch peer runs \(pyThreads) threads, we run \(threads): the comparison would be unfair")
+        }
+        guard pyParams == unet.parameterCount else {
+            throw CLIError("the PyTorch UNet has \(pyParams) parameters, ours \(unet.parameterCount): the configs differ")
+        }
+        if let v = hello["torch"] as? String, !v.hasPrefix(Torch.runtimeVersion) {
+            print("note: the two sides run different LibTorch versions (\(Torch.runtimeVersion) vs \(v)); "
+                  + "build with LIBTORCH=<the venv's torch> to compare on the same one")
+        }
+        fflush(stdout)
+
+        // One measurement on our side: mean seconds per step after `warmup` untimed steps.
+        func ours(_ kind: Kind, _ b: Int) throws -> Double {
+            let x = inputs[b]!
+            switch kind {
+            case .forward:
+                unet.eval()
+                return try Torch.noGrad {
+                    let body = { _ = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context) }
+                    for _ in 0..<warmup { try body() }
+                    return try time { for _ in 0..<steps { try body() } } / Double(steps)
+                }
+            case .backward:
+                unet.train()
+                let body = {
+                    let out = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context)
+                    try out.square().mean().backward()
+                    for p in params { try p.setGrad(nil) }
+                }
+                for _ in 0..<warmup { try body() }
+                return try time { for _ in 0..<steps { try body() } } / Double(steps)
+            }
+        }
+
+        struct Row { let kind: Kind; let batch: Int; var ours: [Double] = []; var theirs: [Double] = [] }
+        var rows = batches.flatMap { b in Kind.allCases.map { Row(kind: $0, batch: b) } }
+        for round in 1...rounds {
+            for i in rows.indices {
+                let (kind, b) = (rows[i].kind, rows[i].batch)
+                rows[i].ours.append(try ours(kind, b))
+                let reply = try peer.request(#"{"kind": "\#(kind.rawValue)", "batch": \#(b)}"#)
+                guard let s = reply["seconds"] as? Double, s.isFinite, s > 0 else {
+                    throw CLIError("the PyTorch peer returned no time for \(kind.label) b\(b): \(reply)")
+                }
+                rows[i].theirs.append(s)
+            }
+            FileHandle.standardError.write(Data("round \(round)/\(rounds) done\n".utf8))
+        }
+
+        print("\n| ms per step | ours | PyTorch | ours÷PyTorch |")
+        print("|---|---|---|---|")
+        for row in rows {
+            let ratios = zip(row.ours, row.theirs).map { $0 / $1 }
+            func list(_ v: [Double], _ f: String) -> String { v.map { String(format: f, $0) }.joined(separator: " / ") }
+            print("| \(row.kind.label) b\(row.batch) | \(list(row.ours.map { $0 * 1e3 }, "%.1f")) | "
+                  + "\(list(row.theirs.map { $0 * 1e3 }, "%.1f")) | \(list(ratios, "%.2f")) |")
+        }
+        print("\n(one value per round, in order; ratios are per round, from the same run)")
+    }
+
+    func resolvePython() throws -> String {
+        let py = python ?? ProcessInfo.processInfo.environment["PERSONALIVE_PYTHON"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? FileManager.default.currentDirectoryPath + "/.venv/bin/python"
+        guard FileManager.default.isExecutableFile(atPath: py) else {
+            throw CLIError("no Python at \(py): run `make venv` (installs torch and diffusers into .venv), "
+                           + "or set --python / PERSONALIVE_PYTHON to a Python that has them")
+        }
+        return py
+    }
+}
+
+/// The PyTorch side: a Python process running `script`, one JSON request per line on its stdin and one
+/// `@@ {json}` reply line per request on its stdout (other output is passed through to stderr).
+final class PyTorchPeer {
+    let process = Process()
+    let toPeer = Pipe(), fromPeer = Pipe()
+    var buffer = Data()
+
+    init(python: String) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("personalive-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("bench_compare_peer.py")
+        try Data(Self.script.utf8).write(to: file)
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = ["-u", file.path]
+        process.standardInput = toPeer
+        signal(SIGPIPE, SIG_IGN)  // a peer that exited must become an error message, not kill this process
+        process.standardOutput = fromPeer
+        do { try process.run() } catch { throw CLIError("cannot start \(python): \(error)") }
+    }
+
+    /// Sends one request line and returns the peer's reply; a peer-side error becomes a CLIError.
+    func request(_ json: String) throws -> [String: Any] {
+        // A failed write means the peer has exited; its last reply (or EOF) is still read below and reported.
+        try? toPeer.fileHandleForWriting.write(contentsOf: Data((json.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
+        while true {
+            let line = try readLine()
+            guard line.hasPrefix("@@ ") else { FileHandle.standardError.write(Data((line + "\n").utf8)); continue }
+            guard let reply = try JSONSerialization.jsonObject(with: Data(line.dropFirst(3).utf8)) as? [String: Any] else {
+                throw CLIError("the PyTorch peer sent an unreadable reply: \(line)")
+            }
+            if let message = reply["error"] as? String { throw CLIError(message) }
+            return reply
+        }
+    }
+
+    func readLine() throws -> String {
+        while true {
+            if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: buffer[buffer.startIndex..<nl], as: UTF8.self)
+                buffer.removeSubrange(buffer.startIndex...nl)
+                return line
+            }
+            let chunk = fromPeer.fileHandleForReading.availableData
+            if chunk.isEmpty {
+                process.waitUntilExit()
+                throw CLIError("the PyTorch peer (\(process.executableURL?.path ?? "python")) exited with status "
+                               + "\(process.terminationStatus) before replying (its error is printed above)")
+            }
+            buffer.append(chunk)
+        }
+    }
+
+    func close() {
+        try? toPeer.fileHandleForWriting.close()
+        if process.isRunning { process.waitUntilExit() }
+        if let args = process.arguments, let path = args.last {
+            try? FileManager.default.removeItem(at: URL(fileURLWithPath: path).deletingLastPathComponent())
+        }
+    }
+
+    /// Mirrors BenchCompareCommand's `ours` (and BenchUNet.swift) in PyTorch eager.
+    static let script = #"""
+    import json, sys, time
+
+    def reply(obj):
+        sys.stdout.write("@@ " + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    try:
+        import torch
+        import diffusers
+        from diffusers import UNet2DConditionModel
+    except ImportError as e:
+        reply({"error": f"the PyTorch peer ({sys.executable}) cannot import {e.name}: run `make venv` "
+                        "(installs torch and diffusers into .venv), or point --python / PERSONALIVE_PYTHON "
+                        "to a Python that has torch and diffusers 0.27"})
+        sys.exit(2)
+
+    setup = json.loads(sys.stdin.readline())
+    torch.set_num_threads(setup["threads"])
+    try:
+        unet = UNet2DConditionModel(**setup["config"])
+    except TypeError as e:
+        reply({"error": f"diffusers {diffusers.__version__} rejects our UNet config: {e}"})
+        sys.exit(2)
+    params = list(unet.parameters())
+    side, tokens, warmup, steps = setup["side"], setup["tokens"], setup["warmup"], setup["steps"]
+    cfg = setup["config"]
+    cross = cfg["cross_attention_dim"]
+    cross = cross[0] if isinstance(cross, list) else cross
+    inputs = {}
+
+    def step_forward(x):
+        unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)
+
+    def step_backward(x):
+        out = unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)[0]
+        out.square().mean().backward()
+        for p in params:
+            p.grad = None
+
+    reply({"torch": torch.__version__, "torch_path": torch.__path__[0], "diffusers": diffusers.__version__,
+           "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+           "parameters": sum(p.numel() for p in params)})
+    for line in sys.stdin:
+        req = json.loads(line)
+        b = req["batch"]
+        if b not in inputs:
+            inputs[b] = (torch.randn(b, cfg["in_channels"], side, side), torch.randn(b, tokens, cross),
+                         torch.randint(0, 1000, (b,)))
+        x = inputs[b]
+        if req["kind"] == "forward":
+            unet.eval()
+            with torch.no_grad():
+                for _ in range(warmup):
+                    step_forward(x)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step_forward(x)
+                seconds = (time.perf_counter() - start) / steps
+        else:
+            unet.train()
+            for _ in range(warmup):
+                step_backward(x)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step_backward(x)
+            seconds = (time.perf_counter() - start) / steps
+        reply({"seconds": seconds})
+    """#
+}
