@@ -72,6 +72,22 @@ extension KeyedDecodingContainer {
         if !(T.self is ExpressibleByNilLiteral.Type), try decodeNil(forKey: key) { return fallback }
         return try decode(T.self, forKey: key)
     }
+
+    /// `value(key, default:)`, refused with the key's path when below zero.
+    public func nonNegative<T: Comparable & Decodable & AdditiveArithmetic>(_ key: Key, default fallback: T) throws -> T {
+        let v = try value(key, default: fallback)
+        guard v >= T.zero else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected a value >= 0, got \(v)")
+        }
+        return v
+    }
+
+    /// `value(key, default:)`, refused with the key's path unless above zero.
+    public func positive(_ key: Key, default fallback: Int) throws -> Int {
+        let v = try value(key, default: fallback)
+        guard v > 0 else { throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "expected a value > 0, got \(v)") }
+        return v
+    }
 }
 
 /// A JSON/YAML value of any shape, for configs whose parts are interpreted later.

@@ -1,6 +1,7 @@
 // ConfigValidation.swift — the checks `train` runs before it starts, also run alone by
 // `personalive config validate`: value ranges, known names, and that referenced files exist.
 import Foundation
+import NN
 import Torch
 
 extension TrainingConfig {
@@ -48,5 +49,31 @@ extension TrainingConfig {
             out.append("\(key): file not found: \(path)")
         }
         return out
+    }
+}
+
+/// Checks the distillation stages' sections (stage 2 and stage 3) share for their loss-mix keys.
+extension KeyedDecodingContainer {
+    /// lpips_weight > 0 needs LPIPS weights.
+    func checkLPIPS(weight: Double, paths: [String], key: Key) throws {
+        if weight > 0, paths.isEmpty {
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self,
+                debugDescription: "lpips_weight \(weight) > 0 needs lpips_path (the lpips package's vgg.pth and torchvision's VGG16 weights); set lpips_weight: 0 to train without LPIPS")
+        }
+    }
+
+    /// Per-optimizer overrides keyed by the stage's optimizer names; an unknown name is refused with
+    /// the closest known one.
+    func optimizerOverrides(_ key: Key, default fallback: [String: OptimizerSection], names: [String],
+                            stage: String) throws -> [String: OptimizerSection] {
+        let optimizers = try value(key, default: fallback)
+        if let bad = optimizers.keys.sorted().first(where: { !names.contains($0) }) {
+            let hint = closestKey(to: bad, in: names).map { " (did you mean '\($0)'?)" } ?? ""
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self,
+                debugDescription: "unknown optimizer '\(bad)'\(hint); \(stage) has \(names.joined(separator: ", "))")
+        }
+        return optimizers
     }
 }

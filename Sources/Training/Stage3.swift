@@ -80,18 +80,6 @@ public struct Stage3Section: Codable, Sendable {
         try decoder.rejectUnknownKeys(K.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: K.self)
         let d = Stage3Section()
-        func nonNegative<T: Comparable & Decodable>(_ k: K, _ def: T, _ zero: T) throws -> T {
-            let v = try c.value(k, default: def)
-            guard v >= zero else {
-                throw DecodingError.dataCorruptedError(forKey: k, in: c, debugDescription: "expected a value >= 0, got \(v)")
-            }
-            return v
-        }
-        func positive(_ k: K, _ def: Int) throws -> Int {
-            let v = try c.value(k, default: def)
-            guard v > 0 else { throw DecodingError.dataCorruptedError(forKey: k, in: c, debugDescription: "expected a value > 0, got \(v)") }
-            return v
-        }
         stage2_checkpoint = try c.value(.stage2_checkpoint, default: d.stage2_checkpoint)
         temporal_module_path = try c.value(.temporal_module_path, default: d.temporal_module_path)
         discriminator_path = try c.value(.discriminator_path, default: d.discriminator_path)
@@ -100,18 +88,18 @@ public struct Stage3Section: Codable, Sendable {
         image_encoder_path = try c.value(.image_encoder_path, default: d.image_encoder_path)
         lpips_path = try c.value(.lpips_path, default: d.lpips_path)
         discriminator = try c.value(.discriminator, default: d.discriminator)
-        image_size = try positive(.image_size, d.image_size)
-        motion_encoder_size = try positive(.motion_encoder_size, d.motion_encoder_size)
-        motion_extractor_size = try positive(.motion_extractor_size, d.motion_extractor_size)
-        keypoint_radius = try nonNegative(.keypoint_radius, d.keypoint_radius, 0)
+        image_size = try c.positive(.image_size, default: d.image_size)
+        motion_encoder_size = try c.positive(.motion_encoder_size, default: d.motion_encoder_size)
+        motion_extractor_size = try c.positive(.motion_extractor_size, default: d.motion_extractor_size)
+        keypoint_radius = try c.nonNegative(.keypoint_radius, default: d.keypoint_radius)
         latent_scale = try c.value(.latent_scale, default: d.latent_scale)
-        max_batch_frames = try positive(.max_batch_frames, d.max_batch_frames)
-        temporal_window_size = try positive(.temporal_window_size, d.temporal_window_size)
-        temporal_adaptive_step = try positive(.temporal_adaptive_step, d.temporal_adaptive_step)
-        uncond_ratio = try nonNegative(.uncond_ratio, d.uncond_ratio, 0)
-        pose_drop_prob = try nonNegative(.pose_drop_prob, d.pose_drop_prob, 0)
-        motion_drop_prob = try nonNegative(.motion_drop_prob, d.motion_drop_prob, 0)
-        bank_drop_ratio = try nonNegative(.bank_drop_ratio, d.bank_drop_ratio, 0)
+        max_batch_frames = try c.positive(.max_batch_frames, default: d.max_batch_frames)
+        temporal_window_size = try c.positive(.temporal_window_size, default: d.temporal_window_size)
+        temporal_adaptive_step = try c.positive(.temporal_adaptive_step, default: d.temporal_adaptive_step)
+        uncond_ratio = try c.nonNegative(.uncond_ratio, default: d.uncond_ratio)
+        pose_drop_prob = try c.nonNegative(.pose_drop_prob, default: d.pose_drop_prob)
+        motion_drop_prob = try c.nonNegative(.motion_drop_prob, default: d.motion_drop_prob)
+        bank_drop_ratio = try c.nonNegative(.bank_drop_ratio, default: d.bank_drop_ratio)
         timesteps_list = try c.value(.timesteps_list, default: d.timesteps_list)
         guard timesteps_list.count >= 2, zip(timesteps_list, timesteps_list.dropFirst()).allSatisfy({ $0 > $1 }),
               timesteps_list.allSatisfy({ (0..<1000).contains($0) }) else {
@@ -124,25 +112,15 @@ public struct Stage3Section: Codable, Sendable {
                 forKey: .temporal_adaptive_step, in: c,
                 debugDescription: "expected the number of timesteps_list entries (\(timesteps_list.count): one chunk per noise level), got \(temporal_adaptive_step)")
         }
-        mse_weight = try nonNegative(.mse_weight, d.mse_weight, 0)
-        local_weight = try nonNegative(.local_weight, d.local_weight, 0)
-        lpips_weight = try nonNegative(.lpips_weight, d.lpips_weight, 0)
-        if lpips_weight > 0, lpips_path.isEmpty {
-            throw DecodingError.dataCorruptedError(
-                forKey: .lpips_weight, in: c,
-                debugDescription: "lpips_weight \(lpips_weight) > 0 needs lpips_path (the lpips package's vgg.pth and torchvision's VGG16 weights); set lpips_weight: 0 to train without LPIPS")
-        }
-        adv_weight = try nonNegative(.adv_weight, d.adv_weight, 0)
-        adv_start = try nonNegative(.adv_start, d.adv_start, 0)
-        d_start = try nonNegative(.d_start, d.d_start, 0)
-        discriminator_lr_scale = try nonNegative(.discriminator_lr_scale, d.discriminator_lr_scale, 0)
-        optimizers = try c.value(.optimizers, default: d.optimizers)
-        if let bad = optimizers.keys.sorted().first(where: { !Self.optimizerNames.contains($0) }) {
-            let hint = closestKey(to: bad, in: Self.optimizerNames).map { " (did you mean '\($0)'?)" } ?? ""
-            throw DecodingError.dataCorruptedError(
-                forKey: .optimizers, in: c,
-                debugDescription: "unknown optimizer '\(bad)'\(hint); stage 3 has \(Self.optimizerNames.joined(separator: ", "))")
-        }
+        mse_weight = try c.nonNegative(.mse_weight, default: d.mse_weight)
+        local_weight = try c.nonNegative(.local_weight, default: d.local_weight)
+        lpips_weight = try c.nonNegative(.lpips_weight, default: d.lpips_weight)
+        try c.checkLPIPS(weight: lpips_weight, paths: lpips_path, key: .lpips_weight)
+        adv_weight = try c.nonNegative(.adv_weight, default: d.adv_weight)
+        adv_start = try c.nonNegative(.adv_start, default: d.adv_start)
+        d_start = try c.nonNegative(.d_start, default: d.d_start)
+        discriminator_lr_scale = try c.nonNegative(.discriminator_lr_scale, default: d.discriminator_lr_scale)
+        optimizers = try c.optimizerOverrides(.optimizers, default: d.optimizers, names: Self.optimizerNames, stage: "stage 3")
         scheduler = try c.value(.scheduler, default: d.scheduler)
     }
 
