@@ -44,16 +44,16 @@ public enum Comparison {
         guard runs.count >= 1 else { throw EvaluationError("--compare needs evaluation folders") }
         let keys = MetricInfo.all.map(\.key).filter { k in runs.contains { $0.overall[k] != nil } }
         var s = "# Comparison of \(runs.count) evaluations\n\n- command: `\(command)`\n\n"
-        s += "| evaluation | mode | model | " + keys.compactMap { MetricInfo.named($0)?.name }.joined(separator: " | ") + " | FPS | chunk latency (median, ms) |\n"
-        s += "|---|---|---|" + keys.map { _ in "---|" }.joined() + "---|---|\n"
+        s += EvaluationReport.header(["evaluation", "mode", "model"] + keys.compactMap { MetricInfo.named($0)?.name }
+                                     + ["FPS", "chunk latency (median, ms)"])
         for r in runs {
-            s += "| \(r.label) | \(r.mode) | \(r.model.map { "`\($0)`" } ?? "–") | "
-            s += keys.map { k in r.overall[k].map { EvaluationReport.fmt($0) } ?? (r.unavailable[k] != nil ? "n/a" : "–") }.joined(separator: " | ")
-            s += " | \(EvaluationReport.fmt(r.fps)) | \(EvaluationReport.fmt(r.chunkMedian.map { $0 * 1000 })) |\n"
+            let values = keys.map { k in r.overall[k].map { EvaluationReport.fmt($0) } ?? (r.unavailable[k] != nil ? "n/a" : "–") }
+            s += EvaluationReport.row([r.label, r.mode, r.model.map { "`\($0)`" } ?? "–"] + values
+                                      + [EvaluationReport.fmt(r.fps), EvaluationReport.fmt(r.chunkMedian.map { $0 * 1000 })])
         }
-        s += "\nn/a: not computed in that evaluation (see its report.md); –: not part of its protocol.\n"
-        s += "\n| metric | unit | better |\n|---|---|---|\n"
-        for k in keys { if let i = MetricInfo.named(k) { s += "| \(i.name) | \(i.unit) | \(i.higherIsBetter ? "higher" : "lower") |\n" } }
+        s += "\nn/a: not computed in that evaluation (see its report.md); –: not part of its protocol.\n\n"
+        s += EvaluationReport.header(["metric", "unit", "better"])
+        for k in keys { if let i = MetricInfo.named(k) { s += EvaluationReport.row([i.name, i.unit, i.higherIsBetter ? "higher" : "lower"]) } }
         s += "\nSources: " + runs.map { "`\($0.directory)`" }.joined(separator: ", ") + "\n\n![comparison](comparison.png)\n"
         let panels = keys.compactMap { k -> RGBImage? in
             guard let i = MetricInfo.named(k) else { return nil }

@@ -94,6 +94,17 @@ public enum EvaluationReport {
         return abs(v) >= 100 ? String(format: "%.1f", v) : String(format: "%.4f", v)
     }
 
+    /// One Markdown table row; a `|` inside a cell (a unit such as "mean |Δ|") is escaped so that
+    /// it does not split the cell.
+    static func row(_ cells: [String]) -> String {
+        "| " + cells.map { $0.replacingOccurrences(of: "|", with: "\\|") }.joined(separator: " | ") + " |\n"
+    }
+
+    /// The header row and its `|---|` rule.
+    static func header(_ cells: [String]) -> String {
+        row(cells) + "|" + String(repeating: "---|", count: cells.count) + "\n"
+    }
+
     /// report.md: overall table, per-clip table, timing, unavailable metrics, notes, pictures.
     static func markdown(_ r: EvaluationResult, pictures: [String]) -> String {
         let keys = r.metricKeys
@@ -106,19 +117,19 @@ public enum EvaluationReport {
         s += "- clips: \(r.clips.count), frames: \(r.clips.map(\.frames).reduce(0, +))\n"
         s += "- command: `\(r.command)`\n\n"
         s += "## Overall (mean over every frame)\n\n"
-        s += "| metric | value | unit | better |\n|---|---|---|---|\n"
-        for i in infos { s += "| \(i.name) | \(fmt(r.overall(i.key))) | \(i.unit) | \(i.higherIsBetter ? "higher" : "lower") |\n" }
+        s += header(["metric", "value", "unit", "better"])
+        for i in infos { s += row([i.name, fmt(r.overall(i.key)), i.unit, i.higherIsBetter ? "higher" : "lower"]) }
         if let fps = r.fps {
             let c = r.allChunkSeconds
-            s += "| FPS | \(fmt(fps)) | generated frames / s (incl. reference encoding) | higher |\n"
-            s += "| chunk latency, median | \(fmt(EvaluationResult.median(c).map { $0 * 1000 })) | ms per stream call | lower |\n"
-            s += "| chunk latency, p95 | \(fmt(EvaluationResult.percentile(c, 95).map { $0 * 1000 })) | ms per stream call | lower |\n"
+            s += row(["FPS", fmt(fps), "generated frames / s (incl. reference encoding)", "higher"])
+            s += row(["chunk latency, median", fmt(EvaluationResult.median(c).map { $0 * 1000 }), "ms per stream call", "lower"])
+            s += row(["chunk latency, p95", fmt(EvaluationResult.percentile(c, 95).map { $0 * 1000 }), "ms per stream call", "lower"])
         }
         s += "\n## Per clip (mean over its frames)\n\n"
-        s += "| clip | " + (r.clips.contains { $0.driver != nil } ? "driver | " : "") + "frames | " + infos.map(\.name).joined(separator: " | ") + " |\n"
-        s += "|---|" + (r.clips.contains { $0.driver != nil } ? "---|" : "") + "---|" + infos.map { _ in "---|" }.joined() + "\n"
+        let withDriver = r.clips.contains { $0.driver != nil }
+        s += header(["clip"] + (withDriver ? ["driver"] : []) + ["frames"] + infos.map(\.name))
         for c in r.clips {
-            s += "| \(c.id) | " + (c.driver.map { "\($0) | " } ?? "") + "\(c.frames) | " + infos.map { fmt(c.mean($0.key)) }.joined(separator: " | ") + " |\n"
+            s += row([c.id] + (withDriver ? [c.driver ?? "–"] : []) + ["\(c.frames)"] + infos.map { fmt(c.mean($0.key)) })
         }
         if !r.unavailable.isEmpty {
             s += "\n## Not computed\n\n"

@@ -45,6 +45,17 @@ public final class FixtureCase {
         }
     }
 
+    /// A config section the case cannot run without (`config.<key>`), decoded as `T`; a missing or
+    /// malformed section is an error naming the case and the key, never a crash.
+    public func config<T: Decodable>(_ key: String, as type: T.Type) throws -> T {
+        guard let v = config[key] else { throw FixtureError("\(name): case.json config has no '\(key)'") }
+        do {
+            return try v.decode(T.self)
+        } catch {
+            throw FixtureError("\(name): config.\(key) does not decode as \(T.self): \(error)")
+        }
+    }
+
     public var inputKeys: [String] { io.keys.filter { $0.hasPrefix("in.") } }
     public var outputKeys: [String] { io.keys.filter { $0.hasPrefix("out.") } }
 
@@ -56,6 +67,14 @@ public final class FixtureCase {
         let t = try io.tensor(key)
         if let dt = referenceDType(key), dt != t.dtype { return try t.to(dt) }
         return t
+    }
+
+    /// The inputs `<prefix>0`, `<prefix>1`, … (a case's per-block or per-step draws), in numeric order.
+    public func numberedInputs(_ prefix: String) throws -> [Tensor] {
+        let numbered = inputKeys.compactMap { key in
+            key.hasPrefix(prefix) ? Int(key.dropFirst(prefix.count)).map { ($0, key) } : nil
+        }
+        return try numbered.sorted { $0.0 < $1.0 }.map { try input($0.1) }
     }
 
     public func hasInput(_ name: String) -> Bool { io.entries[name.hasPrefix("in.") ? name : "in.\(name)"] != nil }

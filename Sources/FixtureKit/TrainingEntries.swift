@@ -38,13 +38,9 @@ let stage1CaseClass = "train_stage1.py one training iteration (stage 1, image-le
 
 func runStage1Step(_ c: FixtureCase) throws -> [String: Tensor] {
     let cfg = c.config
-    func section(_ key: String) throws -> JSONValue {
-        guard let v = cfg[key] else { throw FixtureError("\(c.name): case.json config has no '\(key)'") }
-        return v
-    }
-    let denoiser = try UNet3DConditionModel(section("denoising_unet").decode(UNet3DConditionModel.Config.self))
+    let denoiser = try UNet3DConditionModel(c.config("denoising_unet", as: UNet3DConditionModel.Config.self))
     try denoiser.load(from: c.weights("weights.safetensors"))
-    let reference = try UNet2DConditionModel(section("reference_unet").decode(UNet2DConditionModel.Config.self),
+    let reference = try UNet2DConditionModel(c.config("reference_unet", as: UNet2DConditionModel.Config.self),
                                              withOutputLayers: false)
     // The reference UNet of PersonaLive has no conv_norm_out/conv_out.
     try reference.load(from: c.weights("weights_reference.safetensors"))
@@ -127,9 +123,9 @@ let stage2CaseClass = "train_stage2.py one training iteration (fewer-step appear
 /// loss is the latent MSE of x̂0 against the target, as the case prescribes for this check.
 func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
     let cfg = c.config
-    let denoiser = try UNet3DConditionModel(cfg["denoising_unet"]!.decode(UNet3DConditionModel.Config.self))
+    let denoiser = try UNet3DConditionModel(c.config("denoising_unet", as: UNet3DConditionModel.Config.self))
     try denoiser.load(from: c.weights("weights.safetensors"))
-    let reference = try UNet2DConditionModel(cfg["reference_unet"]!.decode(UNet2DConditionModel.Config.self),
+    let reference = try UNet2DConditionModel(c.config("reference_unet", as: UNet2DConditionModel.Config.self),
                                              withOutputLayers: false)
     try reference.load(from: c.weights("weights_reference.safetensors"))
     // The reader banks are stored in fp16 (ReferenceAttentionControl.update's default dtype) unless
@@ -147,13 +143,9 @@ func runDistillationStep(_ c: FixtureCase) throws -> [String: Tensor] {
     denoiser.train()
     reference.train()
 
-    func numbered(_ prefix: String) -> [String] {
-        c.inputKeys.filter { $0.hasPrefix(prefix) && Int($0.dropFirst(prefix.count)) != nil }
-            .sorted { Int($0.dropFirst(prefix.count))! < Int($1.dropFirst(prefix.count))! }
-    }
-    let pass0 = try numbered("in.bank_rand.pass0.block").map { try c.input($0) }
-    let pass1 = try numbered("in.bank_rand.pass1.block").map { try c.input($0) }
-    let renoise = try numbered("in.noise_renoise_").map { try c.input($0) }
+    let pass0 = try c.numberedInputs("in.bank_rand.pass0.block")
+    let pass1 = try c.numberedInputs("in.bank_rand.pass1.block")
+    let renoise = try c.numberedInputs("in.noise_renoise_")
     var out: [String: Tensor] = [:]
     let keepFraction = 1 - step.bankDropRatio
     for (p, draws) in [pass0, pass1].enumerated() {
@@ -235,17 +227,13 @@ let stage3CaseClass = "train_stage3.py one training iteration (sliding-window tr
 /// weights fixed). Checks that no parameter outside `temporal_modules` received a gradient.
 func runSlidingWindow(_ c: FixtureCase) throws -> [String: Tensor] {
     let cfg = c.config
-    func section(_ key: String) throws -> JSONValue {
-        guard let v = cfg[key] else { throw FixtureError("\(c.name): case.json config has no '\(key)'") }
-        return v
-    }
-    let denoiser = try UNet3DConditionModel(section("denoising_unet").decode(UNet3DConditionModel.Config.self))
+    let denoiser = try UNet3DConditionModel(c.config("denoising_unet", as: UNet3DConditionModel.Config.self))
     try denoiser.load(from: c.weights("weights.safetensors"))
-    let reference = try UNet2DConditionModel(section("reference_unet").decode(UNet2DConditionModel.Config.self),
+    let reference = try UNet2DConditionModel(c.config("reference_unet", as: UNet2DConditionModel.Config.self),
                                              withOutputLayers: false)
     try reference.load(from: c.weights("weights_reference.safetensors"))
     let control = try ReferenceAttentionControl(writer: reference, reader: denoiser, fusionBlocks: "full", roundBankToFP16: true)
-    var schedulerConfig = try section("scheduler").decode(DDIMScheduler.Config.self)
+    var schedulerConfig = try c.config("scheduler", as: DDIMScheduler.Config.self)
     schedulerConfig.num_train_timesteps = 1000
     var step = SlidingWindowStep(denoiser: denoiser, reference: reference, control: control,
                                  scheduler: try DDIMScheduler(schedulerConfig))
@@ -258,12 +246,8 @@ func runSlidingWindow(_ c: FixtureCase) throws -> [String: Tensor] {
     denoiser.train()
     reference.eval()
 
-    func numbered(_ prefix: String) -> [String] {
-        c.inputKeys.filter { $0.hasPrefix(prefix) && Int($0.dropFirst(prefix.count)) != nil }
-            .sorted { Int($0.dropFirst(prefix.count))! < Int($1.dropFirst(prefix.count))! }
-    }
-    let bankDraws = try numbered("in.bank_rand.block").map { try c.input($0) }
-    let renoise = try numbered("in.noise_renoise_").map { try c.input($0) }
+    let bankDraws = try c.numberedInputs("in.bank_rand.block")
+    let renoise = try c.numberedInputs("in.noise_renoise_")
     let target = try c.input("tgt_latents")
     let frames = target.shape[2]
     if let f = cfg["frames"]?.double, Int(f) != frames {
@@ -282,7 +266,10 @@ func runSlidingWindow(_ c: FixtureCase) throws -> [String: Tensor] {
     let gradKeys = (cfg["grad_param_keys"]?.array ?? []).compactMap(\.string)
     let params = denoiser.namedParameters()
     let byName = Dictionary(params, uniquingKeysWith: { a, _ in a })
-    for k in gradKeys where byName[k] == nil { throw FixtureError("\(c.name): the denoiser has no parameter \(k)") }
+    let gradParams = try gradKeys.map { k in
+        guard let p = byName[k] else { throw FixtureError("\(c.name): the denoiser has no parameter \(k)") }
+        return (k, p)
+    }
     var out: [String: Tensor] = [:]
     let keep = 1 - step.bankDropRatio
     for (j, d) in bankDraws.enumerated() {
@@ -294,7 +281,7 @@ func runSlidingWindow(_ c: FixtureCase) throws -> [String: Tensor] {
             let loss = try F.mseLoss(g.x0, g.target)
             try loss.backward()
             out["out.slide\(g.index).loss_latent_mse"] = try loss.detach().reshape([1])
-            for k in gradKeys { out["out.slide\(g.index).grad.\(k)"] = try byName[k]!.grad ?? Tensor.zeros(byName[k]!.shape) }
+            for (k, p) in gradParams { out["out.slide\(g.index).grad.\(k)"] = try p.grad ?? Tensor.zeros(p.shape) }
             if let leak = params.first(where: { !$0.0.contains("temporal_modules") && $0.1.grad != nil }) {
                 throw FixtureError("\(c.name): slide \(g.index): \(leak.0) received a gradient outside the temporal modules")
             }

@@ -76,6 +76,7 @@ func writeRandomLPIPS(in dir: URL) throws -> String {
         #expect((json["timing"] as? [String: Any])?["fps"] as? Double ?? 0 > 0)
         let report = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
         #expect(report.contains("| L1 |") && report.contains("| SSIM |") && report.contains("| FPS |"))
+        expectWellFormedTables(report)
         for f in ["plots/l1.png", "plots/ssim.png", "plots/tlp.png", "plots/clips_l1.png", "plots/chunk_latency.png", "strips/\(id).png"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f) missing")
         }
@@ -103,6 +104,23 @@ func writeRandomLPIPS(in dir: URL) throws -> String {
         let table = try String(contentsOfFile: cmp + "/report.md", encoding: .utf8)
         #expect(table.contains("| tiny | self-reenactment |") && table.contains("| tiny-cross | cross-reenactment |"))
         #expect(FileManager.default.fileExists(atPath: cmp + "/comparison.png"))
+        expectWellFormedTables(table)
+    }
+
+    /// Every row of each Markdown table has as many cells as its header (units such as "mean |Δ|"
+    /// must not split a cell): cells are split at `|` not preceded by a backslash.
+    func expectWellFormedTables(_ markdown: String) {
+        func cells(_ line: Substring) -> Int {
+            var n = 0, previous: Character = " "
+            for ch in line { if ch == "|" && previous != "\\" { n += 1 }; previous = ch }
+            return n - 1
+        }
+        var columns: Int?
+        for line in markdown.split(separator: "\n", omittingEmptySubsequences: false) {
+            guard line.hasPrefix("|") else { columns = nil; continue }
+            if let c = columns { #expect(cells(line) == c, "row with \(cells(line)) cells under a \(c)-column header: \(line)") }
+            else { columns = cells(line) }
+        }
     }
 
     @Test func badInputIsNamedAndNothingIsWritten() throws {
