@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 #if defined(USE_C10D_GLOO)
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
@@ -259,6 +260,43 @@ int tc_pg_allreduce_mean(tc_process_group pg, tc_tensor *tensors, int n, int64_t
       offset += k;
     }
   }
+  TC_CATCH
+}
+
+}  // extern "C"
+
+namespace {
+// torch/nn/modules/_functions.py SyncBatchNorm's collective, reduced to its core: the forward sums
+// a tensor over the ranks, and so does the backward (every rank's loss depends on every rank's
+// input through the sum), so gradients equal those of one process holding the whole batch.
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor reduce(tc_process_group_s &p, const at::Tensor &t, int64_t timeout_ms) {
+    std::vector<at::Tensor> buf{t.detach().clone().contiguous()};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = ms(timeout_ms);
+    wait_work(p.pg->allreduce(buf, o), timeout_ms, "all-reduce");
+    return buf[0];
+  }
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, at::Tensor x, int64_t pg, int64_t timeout_ms) {
+    ctx->saved_data["pg"] = pg;
+    ctx->saved_data["timeout"] = timeout_ms;
+    return reduce(*reinterpret_cast<tc_process_group_s *>(pg), x, timeout_ms);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto &p = *reinterpret_cast<tc_process_group_s *>(ctx->saved_data["pg"].toInt());
+    return {reduce(p, grads[0], ctx->saved_data["timeout"].toInt()), at::Tensor(), at::Tensor()};
+  }
+};
+}  // namespace
+
+extern "C" {
+
+int tc_pg_allreduce_sum_autograd(tc_process_group pg, tc_tensor t, int64_t timeout_ms, tc_tensor *out) {
+  TC_TRY
+  P(pg);  // validates the handle
+  *out = ctorch::wrap(AllReduceSum::apply(ctorch::T(t), (int64_t)reinterpret_cast<intptr_t>(pg), timeout_ms));
   TC_CATCH
 }
 

@@ -4,12 +4,15 @@ import Torch
 /// The generator that random layers (Dropout) draw from on this task/thread, when one is set.
 /// A trainer installs its own so that a run's randomness does not depend on anything else in the
 /// process touching the global generator (other runs, model construction, tests in parallel).
+/// With a data-parallel `shard`, layers draw at the global batch and keep this rank's rows
+/// (BatchShard.swift), as the stage's own draws do.
 public enum RandomContext {
     @TaskLocal public static var generator: Generator?
+    @TaskLocal public static var shard: BatchShard = .whole
 
-    /// Runs `body` with `generator` as the source of layer randomness.
-    public static func with<R>(_ generator: Generator, _ body: () throws -> R) rethrows -> R {
-        try $generator.withValue(generator, operation: body)
+    /// Runs `body` with `generator` (and `shard`) as the source of layer randomness.
+    public static func with<R>(_ generator: Generator, shard: BatchShard = .whole, _ body: () throws -> R) rethrows -> R {
+        try $generator.withValue(generator) { try $shard.withValue(shard, operation: body) }
     }
 }
 
@@ -20,7 +23,7 @@ public final class Dropout: Module, UnaryLayer {
         guard training, p > 0 else { return x }
         guard let g = RandomContext.generator else { return try F.dropout(x, p: p, training: true) }
         // nn.Dropout: keep with probability 1 − p, scale kept values by 1 / (1 − p).
-        let keep = try Tensor.rand(x.shape, dtype: x.dtype, generator: g, device: x.device).ge(p).to(x.dtype)
+        let keep = try RandomContext.shard.rand(x.shape, dtype: x.dtype, generator: g, device: x.device).ge(p).to(x.dtype)
         return try x * keep / (1 - p)
     }
 }

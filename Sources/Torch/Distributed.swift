@@ -109,6 +109,12 @@ public final class ProcessGroup: @unchecked Sendable {
         try withHandles(tensors) { try check(tc_pg_allreduce_mean(handle, $0, $1, Int64(bucketBytes), Int64(timeout * 1000))) }
     }
 
+    /// The sum of `t` over all ranks, differentiable: the backward sums the gradient over the ranks
+    /// too (SyncBatchNorm's collective), so a loss on every rank reaches every rank's input.
+    public func allReduceSum(differentiable t: Tensor) throws -> Tensor {
+        try make { tc_pg_allreduce_sum_autograd(handle, t.handle, Int64(timeout * 1000), $0) }
+    }
+
     /// In place: each tensor becomes rank `root`'s value.
     public func broadcast(_ tensors: [Tensor], root: Int = 0) throws {
         try withHandles(tensors) {

@@ -122,11 +122,25 @@ public final class DataParallel {
         try collective("broadcast of the initial weights") { try group.broadcast(tensors, root: 0) }
     }
 
-    /// Every parameter's gradient becomes the mean over ranks. A parameter without a gradient gets
-    /// zeros first, so that every rank reduces the same buckets.
+    /// torch.nn.SyncBatchNorm.convert_sync_batchnorm: every BatchNorm2d under `modules` takes its
+    /// training statistics over all ranks. Returns how many layers were converted.
+    @discardableResult
+    public func synchroniseBatchNorm(_ modules: [Module]) -> Int {
+        let layers = modules.flatMap { $0.namedModules().compactMap { $0.1 as? BatchNorm2d } }
+        for bn in layers { bn.processGroup = group }
+        return layers.count
+    }
+
+    /// Every parameter's gradient becomes the mean over ranks. A parameter without a gradient on
+    /// this rank but with one on another gets zeros first, so that every rank reduces the same
+    /// buckets; one without a gradient on any rank keeps none, so the optimizer skips it (no
+    /// weight decay, no step count) exactly as one process over the whole batch would.
     public func averageGradients(_ parameters: [Tensor], name: String) throws {
+        let has = try Tensor(parameters.map { $0.grad == nil ? Float(0) : 1 }).to(parameters.first?.device ?? .cpu)
+        try collective("agreeing on optimizer '\(name)' parameters with gradients") { try group.allReduceMean([has]) }
+        let usedSomewhere = try has.toArray(Float.self).map { $0 > 0 }
         var grads: [Tensor] = []
-        for p in parameters {
+        for (p, used) in zip(parameters, usedSomewhere) where used {
             if let g = p.grad {
                 grads.append(g)
             } else {

@@ -110,9 +110,10 @@ final class FrozenFeatureCache {
     }
 
     /// Scaled latents of the frames: the cached posterior's sample (drawn from `generator`) or its mode.
-    func latents(_ ids: [String], _ frames: [Int], scale: Double, sample: Bool, generator: Generator?) throws -> Tensor {
+    func latents(_ ids: [String], _ frames: [Int], scale: Double, sample: Bool, generator: Generator?,
+                 shard: BatchShard = .whole) throws -> Tensor {
         let dist = try DiagonalGaussian(moments: gather(moments, ids, frames))
-        return try (sample ? dist.sample(generator: generator) : dist.mode()) * scale
+        return try (sample ? dist.sample(generator: generator, shard: shard) : dist.mode()) * scale
     }
 
     func clipEmbeds(_ ids: [String], _ frames: [Int]) throws -> Tensor? {

@@ -77,10 +77,13 @@ enum FrozenNetworks {
                             imageSize s: Int, precision: Precision, logger: Logger) throws -> Double {
         guard configured <= 0 else { return configured }
         let std = try Torch.noGrad {
-            let probe = try PairFeed(dataset: dataset,
-                                     config: samplerConfig(config, imageSize: s, motionEncoderSize: s, motionExtractorSize: s,
-                                                           split: "train", batchSize: 16, seed: 0),
-                                     prefetch: 1, device: precision.device)
+            // The same frames on every data-parallel rank (the stream's start, unsharded), so that
+            // all ranks train with one scale.
+            var probeConfig = samplerConfig(config, imageSize: s, motionEncoderSize: s, motionExtractorSize: s,
+                                            split: "train", batchSize: 16, seed: 0)
+            probeConfig.rank = 0
+            probeConfig.worldSize = 1
+            let probe = try PairFeed(dataset: dataset, config: probeConfig, prefetch: 1, device: precision.device)
             let z = try Tensor.cat((0..<2).map {
                 try vae.encode(precision.frozenInput(probe.batch($0).target)).mode().to(.float32)
             }, dim: 0)
@@ -93,9 +96,9 @@ enum FrozenNetworks {
 
     /// Images in [-1, 1] → scaled float32 latents (the posterior's sample, or its mode).
     static func encode(_ vae: AutoencoderKL, _ images: Tensor, scale: Double, sample: Bool, generator: Generator?,
-                       precision: Precision) throws -> Tensor {
+                       shard: BatchShard = .whole, precision: Precision) throws -> Tensor {
         let dist = try vae.encode(precision.frozenInput(images))
-        return try (sample ? dist.sample(generator: generator) : dist.mode()).to(.float32) * scale
+        return try (sample ? dist.sample(generator: generator, shard: shard) : dist.mode()).to(.float32) * scale
     }
 
     /// Scaled latents → images in [-1, 1] (float32).

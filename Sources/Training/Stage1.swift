@@ -236,16 +236,17 @@ public final class Stage1: PairFedStage, TrainingStage {
 
     /// The frozen front-ends (no gradients, weight dtype in, float32 out): latents, CLIP
     /// embedding, rendered keypoints.
-    func conditions(_ b: PairTensors, sampleLatents: Bool, generator: Generator?) throws -> Conditions {
+    func conditions(_ b: PairTensors, sampleLatents: Bool, generator: Generator?,
+                    shard: BatchShard = .whole) throws -> Conditions {
         try Torch.noGrad {
             func latent(_ x: Tensor) throws -> Tensor {
                 try FrozenNetworks.encode(model.vae, x, scale: latentScale, sample: sampleLatents, generator: generator,
-                                          precision: precision)
+                                          shard: shard, precision: precision)
             }
             if let cache = try cache?.get() {
                 let (ids, refs, tgts) = (b.clipIDs, b.referenceIndices, b.targetIndices)
-                let ref = try cache.latents(ids, refs, scale: latentScale, sample: sampleLatents, generator: generator)
-                let tgt = try cache.latents(ids, tgts, scale: latentScale, sample: sampleLatents, generator: generator)
+                let ref = try cache.latents(ids, refs, scale: latentScale, sample: sampleLatents, generator: generator, shard: shard)
+                let tgt = try cache.latents(ids, tgts, scale: latentScale, sample: sampleLatents, generator: generator, shard: shard)
                 let kp = try useGT ? keypoints(b) : cache.keypoints(ids, tgts)!
                 return Conditions(referenceLatent: ref, targetLatent: try tgt.unsqueeze(2), clip: try cache.clipEmbeds(ids, refs)!,
                                   canvas: try canvas(kp))
@@ -276,27 +277,33 @@ public final class Stage1: PairFedStage, TrainingStage {
 
     // MARK: training
 
+    /// Every rank of a data-parallel run draws from the same generator state at the global batch
+    /// and keeps its rows (BatchShard), so W ranks at batch b train as one process at batch W·b.
+    public var drawsShardedAcrossRanks: Bool { true }
+
     public func losses(sample: Int, generator: Generator) throws -> [String: Tensor] {
         let b = try feed.batch(sample / batchSize)
-        let cond = try conditions(b, sampleLatents: true, generator: generator)
+        let shard = BatchShard(rank: config.rank, count: config.worldSize)
+        let cond = try conditions(b, sampleLatents: true, generator: generator, shard: shard)
         let poseFeatures = try model.poseGuider(cond.canvas.unsqueeze(2))
         let motion = try model.motionEncoder(b.faceCrop)
         let shape = cond.targetLatent.shape
         let n = shape[0]
+        // One draw per (global) batch: every rank makes the same dropout decisions.
         let u = try Tensor.rand([3], generator: generator).toArray(Float.self)
         // Drawn from the run's CPU generator whatever the device, so runs agree across devices.
         let dev = precision.device
         let draws = HybridMotionDraws(
-            noise: try Tensor.randn(shape, generator: generator, device: dev),
+            noise: try shard.randn(shape, generator: generator, device: dev),
             noiseOffset: section.noise_offset > 0
-                ? try Tensor.randn([n, shape[1], 1, 1, 1], generator: generator, device: dev) : nil,
-            timesteps: try Tensor.randint(0, scheduler.config.num_train_timesteps, [n], generator: generator, device: dev),
+                ? try shard.randn([n, shape[1], 1, 1, 1], generator: generator, device: dev) : nil,
+            timesteps: try shard.randint(0, scheduler.config.num_train_timesteps, [n], generator: generator, device: dev),
             bankDraws: nil, uncond: Double(u[0]) < section.uncond_ratio,
             dropPose: Double(u[1]) < section.pose_drop_prob, dropMotion: Double(u[2]) < section.motion_drop_prob)
         let inputs = HybridMotionInputs(referenceLatent: cond.referenceLatent, targetLatent: cond.targetLatent,
                                         clip: cond.clip, poseFeatures: poseFeatures, motion: motion,
                                         faceMask: b.faceMask, localMask: b.localMask)
-        let out = try step(inputs, draws: draws, generator: generator)
+        let out = try step(inputs, draws: draws, generator: generator, shard: shard)
         return ["loss": out.loss, "loss_mse": out.lossMSE, "loss_local": out.lossLocal]
     }
 

@@ -51,12 +51,17 @@ public protocol TrainingStage: AnyObject {
     /// Values written into every checkpoint's trainer_state.json (`pipeline`) for inference, e.g.
     /// an estimated latent scale.
     var pipelineMetadata: [String: Double] { get }
+    /// Whether the stage draws its batch-shaped randomness through BatchShard (every rank at the
+    /// global batch, keeping its rows): then all ranks keep one generator stream. Otherwise each
+    /// rank > 0 is reseeded so that ranks draw different noise.
+    var drawsShardedAcrossRanks: Bool { get }
 }
 
 extension TrainingStage {
     public var dataWaitSeconds: Double { 0 }
     public var precision: Precision { Precision() }
     public var pipelineMetadata: [String: Double] { [:] }
+    public var drawsShardedAcrossRanks: Bool { false }
 
     public func optimizerSpecs(config: TrainingConfig) throws -> [OptimizerSpec] {
         [OptimizerSpec(name: "model", parameters: trainableParameters.filter { $0.1.requiresGrad },
@@ -343,11 +348,16 @@ public final class Trainer {
             }
         }
         if let dp = dataParallel {
-            // A fresh run: each rank > 0 draws its own noise (rank 0 keeps the single-process stream).
-            if resumedFrom == nil, dp.rank > 0 {
+            // A fresh run: each rank > 0 draws its own noise (rank 0 keeps the single-process stream),
+            // unless the stage shards its draws of one shared stream.
+            if resumedFrom == nil, dp.rank > 0, !stage.drawsShardedAcrossRanks {
                 try generator.manualSeed(config.seed &+ UInt64(dp.rank) &* 0x9E37_79B9_7F4A_7C15)
             }
             try dp.broadcastModules(stage.savedModules.map(\.1))
+            if config.solver.sync_batchnorm {
+                let n = dp.synchroniseBatchNorm(stage.savedModules.map(\.1))
+                logger.info("solver.sync_batchnorm: \(n) BatchNorm layers use the statistics of all \(dp.worldSize) ranks")
+            }
         }
         // Lines past the restored step were written by a run that died before its next checkpoint.
         try metrics?.truncate(after: resumedFrom == nil ? -1 : step)
@@ -375,12 +385,13 @@ public final class Trainer {
                                       gradientSync: sync)
             var tForward = 0.0
             let wait0 = stage.dataWaitSeconds
+            let layerShard = stage.drawsShardedAcrossRanks ? BatchShard(rank: config.rank, count: config.worldSize) : .whole
             for micro in 0..<accum {
                 context.microBatch = micro
                 let tf = Date()
                 // Layer randomness (dropout) comes from the run's generator too, so a resumed run
                 // repeats it exactly whatever else uses the global generator meanwhile.
-                try RandomContext.with(generator) {
+                try RandomContext.with(generator, shard: layerShard) {
                     try precision.autocast {
                         try stage.iterate(context, sample: (step * accum + micro) * stage.batchSize, generator: generator)
                     }

@@ -26,18 +26,22 @@ public struct SolverSection: Codable, Sendable, Equatable {
     /// Dtype of frozen modules on CUDA ("fp32", "fp16", "bf16"); CPU always runs fp32.
     public var weight_dtype: String = "fp32"
     public var threads: Int?
+    /// Data parallelism: BatchNorm layers of the trained modules use the statistics of the whole
+    /// batch over every rank (torch.nn.SyncBatchNorm.convert_sync_batchnorm). Off, as in the
+    /// reference's accelerate runs: each rank normalises with its own batch.
+    public var sync_batchnorm: Bool = false
 
     static let keys = ["learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles",
                        "max_train_steps", "gradient_accumulation_steps", "max_grad_norm", "adam_beta1", "adam_beta2",
                        "adam_weight_decay", "adam_epsilon", "use_ema", "ema_decay", "ema_min_decay",
-                       "ema_update_after_step", "device", "weight_dtype", "threads"]
+                       "ema_update_after_step", "device", "weight_dtype", "threads", "sync_batchnorm"]
 
     public init() {}
 
     enum K: String, CodingKey {
         case learning_rate, scale_lr, lr_scheduler, lr_warmup_steps, lr_num_cycles, max_train_steps,
              gradient_accumulation_steps, max_grad_norm, adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon,
-             use_ema, ema_decay, ema_min_decay, ema_update_after_step, device, weight_dtype, threads
+             use_ema, ema_decay, ema_min_decay, ema_update_after_step, device, weight_dtype, threads, sync_batchnorm
     }
 
     public init(from decoder: Decoder) throws {
@@ -63,6 +67,7 @@ public struct SolverSection: Codable, Sendable, Equatable {
         device = try c.value(.device, default: d.device)
         weight_dtype = try c.value(.weight_dtype, default: d.weight_dtype)
         threads = try c.value(.threads, default: nil)
+        sync_batchnorm = try c.value(.sync_batchnorm, default: d.sync_batchnorm)
     }
 }
 

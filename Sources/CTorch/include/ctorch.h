@@ -309,6 +309,8 @@ void tc_process_group_free(tc_process_group pg);
 // bucket_bytes (<= 0: 25 MiB), each flattened into one all-reduce.
 int tc_pg_allreduce_mean(tc_process_group pg, tc_tensor *tensors, int n, int64_t bucket_bytes, int64_t timeout_ms);
 // In place: every tensor becomes root's value (bucketed likewise).
+// Differentiable sum over the ranks (forward and backward both all-reduce), for SyncBatchNorm.
+int tc_pg_allreduce_sum_autograd(tc_process_group pg, tc_tensor t, int64_t timeout_ms, tc_tensor *out);
 int tc_pg_broadcast(tc_process_group pg, tc_tensor *tensors, int n, int root, int64_t bucket_bytes, int64_t timeout_ms);
 int tc_pg_barrier(tc_process_group pg, int64_t timeout_ms);
 

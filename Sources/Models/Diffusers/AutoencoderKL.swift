@@ -31,9 +31,10 @@ public struct DiagonalGaussian {
 
     /// mean + std · ε with ε drawn from `generator` (the global generator when nil), like
     /// diffusers' `randn_tensor(mean.shape, generator=…)`: a CPU generator with CUDA latents draws
-    /// on the CPU and moves the noise, so results do not depend on the device.
-    public func sample(generator: Generator? = nil) throws -> Tensor {
-        let eps = try Tensor.randn(mean.shape, dtype: mean.dtype, generator: generator, device: mean.device)
+    /// on the CPU and moves the noise, so results do not depend on the device. `shard` draws ε for
+    /// one data-parallel rank's rows of the global batch (BatchShard.swift).
+    public func sample(generator: Generator? = nil, shard: BatchShard = .whole) throws -> Tensor {
+        let eps = try shard.randn(mean.shape, dtype: mean.dtype, generator: generator, device: mean.device)
         return try mean + std * eps
     }
 

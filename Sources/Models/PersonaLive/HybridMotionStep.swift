@@ -105,7 +105,10 @@ public struct HybridMotionStep {
         return try ((a - b).square() * w.reshape(shape).to(a.dtype)).mean()
     }
 
-    public func callAsFunction(_ inputs: HybridMotionInputs, draws: HybridMotionDraws, generator: Generator? = nil) throws -> HybridMotionOutputs {
+    /// `generator` (and `shard`, for a data-parallel rank) draw the reference-bank token drops
+    /// when `draws.bankDraws` is nil.
+    public func callAsFunction(_ inputs: HybridMotionInputs, draws: HybridMotionDraws, generator: Generator? = nil,
+                               shard: BatchShard = .whole) throws -> HybridMotionOutputs {
         let latents = inputs.targetLatent
         var noise = draws.noise
         if noiseOffset > 0, let off = draws.noiseOffset {
@@ -124,7 +127,7 @@ public struct HybridMotionStep {
             if let d = draws.bankDraws {
                 try control.update(dropRatio: bankDropRatio, draws: d)
             } else {
-                try control.update(dropRatio: bankDropRatio, generator: generator)
+                try control.update(dropRatio: bankDropRatio, generator: generator, shard: shard)
             }
         }
         let pose = draws.dropPose ? try Tensor.zeros(inputs.poseFeatures.shape, device: latents.device) : inputs.poseFeatures

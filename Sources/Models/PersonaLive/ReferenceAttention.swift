@@ -164,9 +164,10 @@ public final class ReferenceAttentionControl {
     /// `reader.update(writer, drop_ratio=…)`: the reader's reference tokens become the writer's
     /// recordings. With `dropRatio` > 0 (training), each recording keeps int(L·(1 − dropRatio))
     /// tokens per sample: those with the smallest of L uniform draws (torch.rand(b, L) from
-    /// `generator`, or the global generator when nil, like the reference), in that order.
-    public func update(dropRatio: Double = 0, generator: Generator? = nil) throws {
-        try update(dropRatio: dropRatio) { n, l in try Tensor.rand([n, l], generator: generator) }
+    /// `generator`, or the global generator when nil, like the reference), in that order; `shard`
+    /// draws them for one data-parallel rank's rows of the global batch (BatchShard.swift).
+    public func update(dropRatio: Double = 0, generator: Generator? = nil, shard: BatchShard = .whole) throws {
+        try update(dropRatio: dropRatio) { n, l in try shard.rand([n, l], generator: generator) }
     }
 
     /// The same with the uniform draws given: draws[k] is the (b, L) torch.rand of the k-th
