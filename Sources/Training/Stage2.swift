@@ -65,6 +65,10 @@ public struct Stage2Section: Codable, Sendable {
     /// trained) or `stage1` (the frozen stage-1 model, so the trained step's inputs do not move
     /// with the student). A departure for small models: see Configs/tiny/stage2.yaml.
     public var rollout: String = "student"
+    /// How a no-gradient step's x̂0 reaches the next timestep: `fresh` (the reference: add_noise
+    /// with fresh noise) or `ddim` (with the step's own ε̂, i.e. the deterministic DDIM update that
+    /// sampling uses, so the trained step sees the states the 4-step sampler visits).
+    public var renoise: String = "fresh"
     public var scheduler: DDIMScheduler.Config = Stage1Section.defaultScheduler
 
     enum K: String, CodingKey, CaseIterable {
@@ -72,7 +76,7 @@ public struct Stage2Section: Codable, Sendable {
              lpips_path, discriminator, image_size, motion_encoder_size, motion_extractor_size, keypoint_radius,
              latent_scale, uncond_ratio, pose_drop_prob, motion_drop_prob, bank_drop_ratio, reference_frozen,
              timesteps_list, update_steps, mse_weight, local_weight, lpips_weight, adv_weight, adv_start, d_start,
-             discriminator_lr_scale, optimizers, compare_stage1, rollout, scheduler
+             discriminator_lr_scale, optimizers, compare_stage1, rollout, renoise, scheduler
     }
     public init() {}
     public init(from decoder: Decoder) throws {
@@ -123,6 +127,11 @@ public struct Stage2Section: Codable, Sendable {
         guard ["student", "stage1"].contains(rollout) else {
             throw DecodingError.dataCorruptedError(forKey: .rollout, in: c,
                                                    debugDescription: "expected student or stage1, got '\(rollout)'")
+        }
+        renoise = try c.value(.renoise, default: d.renoise)
+        guard ["fresh", "ddim"].contains(renoise) else {
+            throw DecodingError.dataCorruptedError(forKey: .renoise, in: c,
+                                                   debugDescription: "expected fresh or ddim, got '\(renoise)'")
         }
         scheduler = try c.value(.scheduler, default: d.scheduler)
     }
@@ -260,6 +269,7 @@ public final class Stage2: PairFedStage, TrainingStage {
                                  scheduler: scheduler)
         s.timesteps = section.timesteps_list
         s.bankDropRatio = section.bank_drop_ratio
+        s.renoiseWithPrediction = section.renoise == "ddim"
         step = s
 
         let ds = try FrozenNetworks.dataset(config, logger: logger)
@@ -409,12 +419,14 @@ public final class Stage2: PairFedStage, TrainingStage {
                                      scheduler: scheduler)
             t.timesteps = list
             t.bankDropRatio = 0
+            t.renoiseWithPrediction = section.renoise == "ddim"
             var d = draws
             d.steps = n - 1
             let out = try t(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip,
                                                poseFeatures: teacher.poseGuider(cond.canvas.unsqueeze(2)),
                                                motion: teacher.motionEncoder(b.faceCrop)), draws: d, generator: generator)
-            let fresh = try Tensor.randn(out.x0.shape, generator: generator, device: out.x0.device)
+            let fresh = try section.renoise == "ddim" ? out.stepEps[n - 2]
+                : Tensor.randn(out.x0.shape, generator: generator, device: out.x0.device)
             let tt = try Tensor.full([out.x0.shape[0]], Double(list[n - 1]), dtype: .int64, device: out.x0.device)
             return try scheduler.addNoise(out.x0, noise: fresh, timesteps: tt).detach()
         }

@@ -182,16 +182,19 @@ import Torch
         #expect(r1.status == .error)
         #expect(r1.message?.contains("no out.* tensors") == true, "\(r1.message ?? "")")
 
-        for (key, message) in [("denoising_unet", "no 'denoising_unet'"), ("variants", "no 'variants'")] {
-            let bad = try tamperedCopy("stage1_step_tiny") { json in
+        for (name, key, message) in [("stage1_step_tiny", "denoising_unet", "no 'denoising_unet'"),
+                                     ("stage1_step_tiny", "variants", "no 'variants'"),
+                                     ("distill_step_tiny", "reference_unet", "no 'reference_unet'"),
+                                     ("sliding_window_tiny", "scheduler", "no 'scheduler'")] {
+            let bad = try tamperedCopy(name) { json in
                 var config = json["config"] as? [String: Any] ?? [:]
                 config[key] = nil
                 json["config"] = config
             }
             defer { try? FileManager.default.removeItem(at: bad.deletingLastPathComponent()) }
             let r = runner.run(directory: bad)
-            #expect(r.status == .error, "\(key): \(r.status.rawValue)")
-            #expect(r.message?.contains(message) == true, "\(key): \(r.message ?? "")")
+            #expect(r.status == .error, "\(name) \(key): \(r.status.rawValue)")
+            #expect(r.message?.contains(message) == true, "\(name) \(key): \(r.message ?? "")")
         }
     }
 

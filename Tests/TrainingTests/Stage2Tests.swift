@@ -125,6 +125,43 @@ import Torch
         #expect(try zip(stage.student.denoiser.namedParameters(), s0).contains { try $0.0.1.maxAbsDiff($0.1) > 0 })
     }
 
+    /// renoise: ddim — each no-gradient x̂0 reaches the next timestep with its own ε̂ (the DDIM
+    /// update sampling uses), so the given fresh-noise draws change nothing; with `fresh` they do.
+    @Test func ddimRenoiseFollowsTheSampler() throws {
+        let (dir, url) = try setUp(steps: 1, checkpointEvery: 1, dStart: 10, advStart: 10, extra: "renoise: ddim")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (_, stage) = try make(url)
+        #expect(stage.section.renoise == "ddim" && stage.step.renoiseWithPrediction)
+        let b = try stage.feed.batch(0)
+        let cond = try stage.conditions(b, sampleLatents: false, generator: nil)
+        let g = try Generator(seed: 5)
+        let shape = [b.target.shape[0], cond.referenceLatent.shape[1], 1] + cond.referenceLatent.shape.suffix(2)
+        let noise = try Tensor.randn(shape, generator: g)
+        let inputs = DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip,
+                                        poseFeatures: try stage.student.poseGuider(cond.canvas.unsqueeze(2)),
+                                        motion: try stage.student.motionEncoder(b.faceCrop))
+        func run(_ step: DistillationStep, renoise: [Tensor]) throws -> DistillationOutputs {
+            try Torch.noGrad {
+                try step(inputs, draws: DistillationDraws(steps: 3, noiseInit: noise, renoise: renoise, uncond: false,
+                                                          dropPose: false, dropMotion: false))
+            }
+        }
+        let drawsA = try (0..<2).map { _ in try Tensor.randn(shape, generator: g) }
+        let drawsB = try (0..<2).map { _ in try Tensor.randn(shape, generator: g) }
+        var ddim = stage.step
+        ddim.bankDropRatio = 0   // no reference-token drops (drawn from the global generator)
+        let a = try run(ddim, renoise: drawsA), b2 = try run(ddim, renoise: drawsB)
+        for s in 0..<2 {
+            let t = try Tensor.full([shape[0]], Double(stage.step.timesteps[s + 1]), dtype: .int64)
+            let update = try stage.scheduler.addNoise(a.stepX0[s], noise: a.stepEps[s], timesteps: t)
+            #expect(try a.stepInputs[s + 1].maxAbsDiff(update) < 1e-5, "step \(s + 1)'s input is not the DDIM update")
+        }
+        #expect(try a.x0.maxAbsDiff(b2.x0) == 0, "the fresh-noise draws changed a ddim rollout")
+        var fresh = ddim
+        fresh.renoiseWithPrediction = false
+        #expect(try run(fresh, renoise: drawsA).x0.maxAbsDiff(run(fresh, renoise: drawsB).x0) > 1e-4)
+    }
+
     /// Without image_encoder_path both stages use a frozen random CLIP: stage 2 must rebuild the one
     /// stage 1 trained with, whatever its own seed.
     @Test func randomCLIPIsStage1s() throws {
@@ -200,6 +237,8 @@ import Torch
             .contains { $0.contains("update_steps") && $0.contains("1...4") })
         #expect(problems(["lpips_weight": .number(0), "rollout": .string("teacher")])
             .contains { $0.contains("rollout") && $0.contains("student or stage1") })
+        #expect(problems(["lpips_weight": .number(0), "renoise": .string("ddpm")])
+            .contains { $0.contains("renoise") && $0.contains("fresh or ddim") })
         #expect(problems(["lpips_weight": .number(0)]).isEmpty)
     }
 

@@ -75,6 +75,9 @@ public struct DistillationStep {
     /// timesteps_list of the script.
     public var timesteps: [Int] = [999, 666, 333, 0]
     public var bankDropRatio: Double = 0.3
+    /// Re-noise each no-gradient x̂0 with that step's ε̂ (the deterministic DDIM update, as
+    /// sampling does) instead of fresh noise (the script). Not the reference's; off by default.
+    public var renoiseWithPrediction = false
 
     public init(denoiser: UNet3DConditionModel, reference: UNet2DConditionModel, control: ReferenceAttentionControl,
                 scheduler: DDIMScheduler) {
@@ -140,7 +143,8 @@ public struct DistillationStep {
                     out.stepInputs.append(x)
                     out.stepEps.append(eps)
                     out.stepX0.append(x0)
-                    let fresh = try draws.renoise?[s] ?? Tensor.randn(x0.shape, generator: generator, device: device)
+                    let fresh = try renoiseWithPrediction ? eps
+                        : draws.renoise?[s] ?? Tensor.randn(x0.shape, generator: generator, device: device)
                     x = try scheduler.addNoise(x0, noise: fresh, timesteps: tensor(timesteps[s + 1])).detach()
                 }
             }
