@@ -24,6 +24,8 @@ struct BenchCompareCommand: ParsableCommand {
     @Option(help: "Comma-separated batch sizes.") var batch: String = "1,8"
     @Option(help: "Python with torch and diffusers (default: $PERSONALIVE_PYTHON, then .venv/bin/python).")
     var python: String?
+    @Option(help: "Also record one more step of every cell on both sides into this folder: Chrome traces (ours_<cell>.json, pytorch_<cell>.json; chrome://tracing or Perfetto) and op counts (ops.tsv), and print the ops per step.")
+    var profile: String?
     @OptionGroup var global: GlobalOptions
 
     var batches: [Int] { batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
@@ -90,27 +92,26 @@ struct BenchCompareCommand: ParsableCommand {
         }
         fflush(stdout)
 
-        // One measurement on our side: mean seconds per step after `warmup` untimed steps.
-        func ours(_ kind: Kind, _ b: Int) throws -> Double {
+        // One step of a cell on our side (the peer's step_forward / step_backward).
+        func step(_ kind: Kind, _ b: Int) -> () throws -> Void {
             let x = inputs[b]!
             switch kind {
             case .forward:
-                unet.eval()
-                return try Torch.noGrad {
-                    let body = { _ = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context) }
-                    for _ in 0..<warmup { try body() }
-                    return try time { for _ in 0..<steps { try body() } } / Double(steps)
-                }
+                return { try Torch.noGrad { _ = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context) } }
             case .backward:
-                unet.train()
-                let body = {
+                return {
                     let out = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context)
                     try out.square().mean().backward()
                     for p in params { try p.setGrad(nil) }
                 }
-                for _ in 0..<warmup { try body() }
-                return try time { for _ in 0..<steps { try body() } } / Double(steps)
             }
+        }
+        // One measurement on our side: mean seconds per step after `warmup` untimed steps.
+        func ours(_ kind: Kind, _ b: Int) throws -> Double {
+            unet.train(kind == .backward)
+            let body = step(kind, b)
+            for _ in 0..<warmup { try body() }
+            return try time { for _ in 0..<steps { try body() } } / Double(steps)
         }
 
         struct Row { let kind: Kind; let batch: Int; var ours: [Double] = []; var theirs: [Double] = [] }
@@ -137,6 +138,50 @@ struct BenchCompareCommand: ParsableCommand {
                   + "\(list(row.theirs.map { $0 * 1e3 }, "%.1f")) | \(list(ratios, "%.2f")) |")
         }
         print("\n(one value per round, in order; ratios are per round, from the same run)")
+        if let profile { try profileCells(rows.map { ($0.kind, $0.batch) }, into: profile, peer: peer, step: step) }
+    }
+
+    /// One more step of every cell on both sides, traced and op-counted: a table of ops per step
+    /// (operator calls and autograd backward nodes, as RecordFunction sees them on both sides) and
+    /// the ops we call more often than PyTorch, which is where dispatch overhead goes.
+    func profileCells(_ cells: [(Kind, Int)], into dir: String, peer: PyTorchPeer,
+                      step: (Kind, Int) -> () throws -> Void) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var tsv = "cell\tside\top\tcount\n"
+        print("\n| ops per step | ours | PyTorch | ours − PyTorch | traces |")
+        print("|---|---|---|---|---|")
+        var notes: [String] = []
+        for (kind, b) in cells {
+            let cell = "\(kind.rawValue)_b\(b)"
+            let body = step(kind, b)
+            let ourTrace = "\(dir)/ours_\(cell).json", theirTrace = "\(dir)/pytorch_\(cell).json"
+            let ours = try Profiler.countOps { try Profiler.trace(to: ourTrace) { try body() } }
+            let reply = try peer.request(#"{"kind": "\#(kind.rawValue)", "batch": \#(b), "profile": "\#(theirTrace)"}"#)
+            guard let theirs = reply["ops"] as? [String: Int] else {
+                throw CLIError("the PyTorch peer returned no op counts for \(kind.label) b\(b): \(reply)")
+            }
+            func isOp(_ name: String) -> Bool { name.hasPrefix("aten::") || name.contains("Backward") }
+            let a = ours.filter { isOp($0.key) }, t = theirs.filter { isOp($0.key) }
+            let (na, nt) = (a.values.reduce(0, +), t.values.reduce(0, +))
+            print("| \(kind.label) b\(b) | \(na) | \(nt) | \(na - nt >= 0 ? "+" : "")\(na - nt) | `\(ourTrace)`, `\(theirTrace)` |")
+            for (side, counts) in [("ours", a), ("pytorch", t)] {
+                for (name, n) in counts.sorted(by: { $0.key < $1.key }) { tsv += "\(cell)\t\(side)\t\(name)\t\(n)\n" }
+            }
+            var extra: [(name: String, count: Int)] = []
+            for name in Set(a.keys).union(t.keys) {
+                let d: Int = (a[name] ?? 0) - (t[name] ?? 0)
+                if d > 0 { extra.append((name, d)) }
+            }
+            extra.sort { $0.count > $1.count || ($0.count == $1.count && $0.name < $1.name) }
+            if !extra.isEmpty {
+                let listed: [String] = extra.prefix(6).map { "\($0.name) +\($0.count)" }
+                notes.append("\(kind.label) b\(b), more calls than PyTorch: " + listed.joined(separator: ", "))
+            }
+        }
+        try tsv.write(toFile: "\(dir)/ops.tsv", atomically: true, encoding: .utf8)
+        print("")
+        for n in notes { print(n) }
+        print("(op counts of one step each, also in \(dir)/ops.tsv)")
     }
 
     func resolvePython() throws -> String {
@@ -261,6 +306,20 @@ final class PyTorchPeer {
             inputs[b] = (torch.randn(b, cfg["in_channels"], side, side), torch.randn(b, tokens, cross),
                          torch.randint(0, 1000, (b,)))
         x = inputs[b]
+        if "profile" in req:
+            from collections import Counter
+            from torch.profiler import profile, ProfilerActivity
+            forward = req["kind"] == "forward"
+            unet.train(not forward)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                if forward:
+                    with torch.no_grad():
+                        step_forward(x)
+                else:
+                    step_backward(x)
+            prof.export_chrome_trace(req["profile"])
+            reply({"ops": dict(Counter(e.name for e in prof.events()))})
+            continue
         if req["kind"] == "forward":
             unet.eval()
             with torch.no_grad():

@@ -19,12 +19,14 @@ struct BenchCompareTests {
         return (p.terminationStatus, text)
     }
 
-    @Test("both sides timed per cell and round, finite ratios, same parameter count and threads")
+    @Test("both sides timed per cell and round, finite ratios, same parameter count and threads; --profile traces and op counts")
     func table() throws {
         // Fails (never skips) without the venv's Python; the peer fails the run without diffusers.
         let python = try TestPaths.requirePython()
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("bench-profile-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: profile) }
         let (status, text) = try runCLI(["bench", "compare", "--python", python, "--threads", "1", "--steps", "1",
-                                         "--warmup", "0", "--rounds", "2", "--batch", "1,2"])
+                                         "--warmup", "0", "--rounds", "2", "--batch", "1,2", "--profile", profile.path])
         try #require(status == 0, "bench compare failed:\n\(text)")
         #expect(text.contains("ours:    LibTorch "), "\(text)")
         #expect(text.contains("PyTorch: torch "), "\(text)")
@@ -41,6 +43,25 @@ struct BenchCompareTests {
                 #expect(v.allSatisfy { $0 != nil && $0!.isFinite && $0! > 0 }, "\(cell) \(name): \(row)")
             }
         }
+
+        // --profile: ops per step on both sides (the same LibTorch ops for the same diffusers model,
+        // so within a factor of 2 of each other), with readable Chrome traces for every cell.
+        for (cell, file) in [("forward b1", "forward_b1"), ("fwd+bwd b1", "backward_b1"), ("forward b2", "forward_b2"),
+                             ("fwd+bwd b2", "backward_b2")] {
+            let rows = text.split(separator: "\n").filter { $0.hasPrefix("| \(cell) |") }
+            let row = try #require(rows.count == 2 ? rows[1] : nil, "no op-count row for \(cell):\n\(text)")
+            let columns = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            let (ours, theirs) = (Int(columns[1]) ?? 0, Int(columns[2]) ?? 0)
+            #expect(ours > 50 && theirs > 50 && ours < 2 * theirs && theirs < 2 * ours, "\(row)")
+            for side in ["ours", "pytorch"] {
+                let trace = profile.appendingPathComponent("\(side)_\(file).json")
+                let json = try JSONSerialization.jsonObject(with: Data(contentsOf: trace))
+                let events = (json as? [[String: Any]]) ?? ((json as? [String: Any])?["traceEvents"] as? [[String: Any]]) ?? []
+                #expect(events.contains { ($0["name"] as? String)?.hasPrefix("aten::conv") == true }, "\(trace.path)")
+            }
+        }
+        let tsv = try String(contentsOf: profile.appendingPathComponent("ops.tsv"), encoding: .utf8)
+        #expect(tsv.contains("backward_b1\tours\taten::convolution_backward\t"), "\(tsv.prefix(400))")
     }
 
     @Test("a missing Python fails with how to install it")

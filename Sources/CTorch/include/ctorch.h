@@ -314,6 +314,16 @@ int tc_pg_allreduce_sum_autograd(tc_process_group pg, tc_tensor t, int64_t timeo
 int tc_pg_broadcast(tc_process_group pg, tc_tensor *tensors, int n, int root, int64_t bucket_bytes, int64_t timeout_ms);
 int tc_pg_barrier(tc_process_group pg, int64_t timeout_ms);
 
+// ---- profiling (ctorch_profile.cpp) ----
+typedef struct tc_profile_s *tc_profile;
+// A Chrome trace of every op until tc_profile_end, which writes it to the path.
+int tc_profile_begin(const char *chrome_trace_path, tc_profile *out);
+int tc_profile_end(tc_profile p);
+// Counts operator calls and autograd backward nodes by name (all threads) until tc_op_count_end,
+// which returns "name\tcount\n" lines in a buffer released with tc_buffer_free.
+int tc_op_count_begin(void);
+int tc_op_count_end(uint8_t **text, int64_t *len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,41 @@
+// Profiler.swift — torch.autograd.profiler.profile's Chrome trace (RecordProfile) and an op count on
+// RecordFunction, the events torch.profiler reports (CTorch/ctorch_profile.cpp).
+import CTorch
+
+public enum Profiler {
+    /// Runs `body` while every op is recorded; the Chrome trace (chrome://tracing, Perfetto) is
+    /// written to `path` when it returns, also when it throws.
+    public static func trace<R>(to path: String, _ body: () throws -> R) throws -> R {
+        var handle: OpaquePointer?
+        try check(tc_profile_begin(path, &handle))
+        let result: R
+        do {
+            result = try body()
+        } catch {
+            _ = tc_profile_end(handle)
+            throw error
+        }
+        try check(tc_profile_end(handle))
+        return result
+    }
+
+    /// Operator calls (`aten::…`) and autograd backward nodes (`…Backward0`) made while `body`
+    /// runs, by name, on every thread.
+    public static func countOps(_ body: () throws -> Void) throws -> [String: Int] {
+        try check(tc_op_count_begin())
+        var bodyError: Error?
+        do { try body() } catch { bodyError = error }
+        var text: UnsafeMutablePointer<UInt8>?
+        var length: Int64 = 0
+        try check(tc_op_count_end(&text, &length))
+        defer { tc_buffer_free(text) }
+        if let bodyError { throw bodyError }
+        guard let text else { return [:] }
+        var counts: [String: Int] = [:]
+        for line in String(decoding: UnsafeBufferPointer(start: text, count: Int(length)), as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: "\t")
+            if parts.count == 2, let n = Int(parts[1]) { counts[String(parts[0]), default: 0] += n }
+        }
+        return counts
+    }
+}
