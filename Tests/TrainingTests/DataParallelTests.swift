@@ -48,6 +48,39 @@ private func freePort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
+private final class RankResult<T>: @unchecked Sendable {
+    var value: T?
+    var error: Error?
+}
+
+/// Runs `body` on two ranks, each a thread of this process with its own DataParallel (Gloo on a
+/// free loopback port), and returns their results in rank order; a rank's error is rethrown.
+private func onTwoRanks<T>(timeout: Double = 120, _ body: @escaping @Sendable (_ rank: Int, _ dp: DataParallel) throws -> T) throws -> [T] {
+    let port = try freePort()
+    let results = [RankResult<T>(), RankResult<T>()]
+    let done = DispatchSemaphore(value: 0)
+    for rank in 0..<2 {
+        let r = results[rank]
+        Thread {
+            defer { done.signal() }
+            do {
+                let env = DistributedEnvironment(rank: rank, worldSize: 2, localRank: rank, masterAddr: "127.0.0.1", masterPort: port)
+                r.value = try body(rank, try DataParallel(environment: env, timeout: 30, logger: Logger(label: "test")))
+            } catch {
+                r.error = error
+            }
+        }.start()
+    }
+    for _ in 0..<2 where done.wait(timeout: .now() + timeout) != .success {
+        throw TrainingError.invalid("a rank did not finish within \(Int(timeout)) s")
+    }
+    return try results.enumerated().map { rank, r in
+        if let e = r.error { throw TrainingError.invalid("rank \(rank) failed: \(e)") }
+        guard let v = r.value else { throw TrainingError.invalid("rank \(rank) returned nothing") }
+        return v
+    }
+}
+
 @Suite(.serialized) struct DataParallelTests {
     @Test func environmentFollowsTorchrun() throws {
         #expect(try DistributedEnvironment.from([:]) == nil)
@@ -160,29 +193,12 @@ private func freePort() throws -> Int {
                     bn.running_mean, bn.running_var]
         }
         let whole = try run(BatchNorm2d(5), x, upstream)
-        let port = try freePort()
-        final class Result: @unchecked Sendable { var out: [Tensor] = []; var error: Error? }
-        let results = [Result(), Result()]
-        let done = DispatchSemaphore(value: 0)
-        for rank in 0..<2 {
-            let r = results[rank]
-            Thread {
-                defer { done.signal() }
-                do {
-                    let env = DistributedEnvironment(rank: rank, worldSize: 2, localRank: rank, masterAddr: "127.0.0.1", masterPort: port)
-                    let dp = try DataParallel(environment: env, timeout: 30, logger: Logger(label: "test"))
-                    let bn = try BatchNorm2d(5)
-                    guard dp.synchroniseBatchNorm([bn]) == 1 else { throw TrainingError.invalid("BatchNorm2d not converted") }
-                    r.out = try run(bn, x.narrow(0, start: 3 * rank, length: 3), upstream.narrow(0, start: 3 * rank, length: 3))
-                } catch {
-                    r.error = error
-                }
-            }.start()
+        let outs = try onTwoRanks { rank, dp -> [Tensor] in
+            let bn = try BatchNorm2d(5)
+            guard dp.synchroniseBatchNorm([bn]) == 1 else { throw TrainingError.invalid("BatchNorm2d not converted") }
+            return try run(bn, x.narrow(0, start: 3 * rank, length: 3), upstream.narrow(0, start: 3 * rank, length: 3))
         }
-        #expect(done.wait(timeout: .now() + 60) == .success && done.wait(timeout: .now() + 60) == .success)
-        for r in results { if let e = r.error { Issue.record("rank failed: \(e)") } }
-        try #require(results.allSatisfy { $0.error == nil && $0.out.count == 6 })
-        let (a, b) = (results[0].out, results[1].out)
+        let (a, b) = (outs[0], outs[1])
         // Outputs and input gradients are row blocks of the whole batch's; parameter gradients are
         // the sum of the ranks' (DDP averages them, and each rank's loss is half the batch's sum).
         let pairs: [(String, Tensor, Tensor)] = [
@@ -297,39 +313,16 @@ private func freePort() throws -> Int {
             try (s.g.namedParameters() + s.d.namedParameters()).map { try $0.1.clone() }
         }
         let logger = Logger(label: "test")
-        let port = try freePort()
-        final class Result: @unchecked Sendable {
-            var weights: [Tensor] = []
-            var steps: [Int] = []
-            var error: Error?
+        let results = try onTwoRanks { rank, dp -> (weights: [Tensor], steps: [Int]) in
+            let stage = try ToyGANStage(advStart: 0, dStart: 2)
+            if rank == 1 {
+                try Torch.noGrad { for (_, p) in stage.g.namedParameters() { try p.copy_(p + 0.1) } }
+            }
+            let trainer = try Trainer(config: ganConfig(rank: rank, worldSize: 2, run: "ddp"), stage: stage, logger: logger)
+            trainer.dataParallel = dp
+            try trainer.run()
+            return (try weights(stage), trainer.optimizers.map(\.stepsTaken))
         }
-        let results = [Result(), Result()]
-        let done = DispatchSemaphore(value: 0)
-        for rank in 0..<2 {
-            let r = results[rank]
-            Thread {
-                defer { done.signal() }
-                do {
-                    let stage = try ToyGANStage(advStart: 0, dStart: 2)
-                    if rank == 1 {
-                        try Torch.noGrad { for (_, p) in stage.g.namedParameters() { try p.copy_(p + 0.1) } }
-                    }
-                    let env = DistributedEnvironment(rank: rank, worldSize: 2, localRank: rank, masterAddr: "127.0.0.1",
-                                                     masterPort: port)
-                    let dp = try DataParallel(environment: env, timeout: 30, logger: logger)
-                    let trainer = try Trainer(config: ganConfig(rank: rank, worldSize: 2, run: "ddp"), stage: stage, logger: logger)
-                    trainer.dataParallel = dp
-                    try trainer.run()
-                    r.weights = try weights(stage)
-                    r.steps = trainer.optimizers.map(\.stepsTaken)
-                } catch {
-                    r.error = error
-                }
-            }.start()
-        }
-        #expect(done.wait(timeout: .now() + 120) == .success && done.wait(timeout: .now() + 120) == .success)
-        for r in results { if let e = r.error { Issue.record("rank failed: \(e)") } }
-        try #require(results.allSatisfy { $0.error == nil && !$0.weights.isEmpty })
         #expect(results[0].steps == [8, 6] && results[1].steps == [8, 6], "\(results.map(\.steps))")
         let across = try zip(results[0].weights, results[1].weights).map { try $0.maxAbsDiff($1) }.max() ?? 1
         #expect(across == 0, "ranks ended with different weights (max diff \(across))")
