@@ -55,7 +55,9 @@ int tc_op_count_begin(void) {
   std::lock_guard<std::mutex> guard(counts_mutex);
   if (active_counts) throw std::logic_error("op count: already counting");
   active_counts = new std::map<std::string, int64_t>();
-  counter_handle = at::addGlobalCallback(
+  // Thread-local (and carried into the autograd engine's threads with the thread-local state):
+  // ops that other threads of the process run meanwhile are not counted.
+  counter_handle = at::addThreadLocalCallback(
       at::RecordFunctionCallback(&count_op).scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
   TC_CATCH
 }

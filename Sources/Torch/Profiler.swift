@@ -20,7 +20,8 @@ public enum Profiler {
     }
 
     /// Operator calls (`aten::…`) and autograd backward nodes (`…Backward0`) made while `body`
-    /// runs, by name, on every thread.
+    /// runs on this thread (and the autograd engine's work for it), by name; other threads' ops
+    /// are not counted.
     public static func countOps(_ body: () throws -> Void) throws -> [String: Int] {
         try check(tc_op_count_begin())
         var bodyError: Error?

@@ -20,6 +20,17 @@ import Testing
         let again = try Profiler.countOps { _ = try a.detach() * 2 }
         #expect(again["aten::mul"] == 1 && again["aten::add"] == nil, "\(again)")
         #expect(throws: TorchError.self) { try Profiler.countOps { _ = try Profiler.countOps {} } }
+
+        // Another thread's ops at the same time are not counted (tests of other suites run in
+        // parallel in this process).
+        let done = DispatchSemaphore(value: 0)
+        let other = Thread { for _ in 0..<200 { _ = try? b * 2.0 }; done.signal() }
+        let busy = try Profiler.countOps {
+            other.start()
+            for _ in 0..<50 { _ = try a.detach().relu() }
+            done.wait()
+        }
+        #expect(busy["aten::relu"] == 50 && busy["aten::mul"] == nil, "\(busy)")
     }
 
     @Test func writesAChromeTrace() throws {

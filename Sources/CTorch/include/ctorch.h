@@ -319,7 +319,7 @@ typedef struct tc_profile_s *tc_profile;
 // A Chrome trace of every op until tc_profile_end, which writes it to the path.
 int tc_profile_begin(const char *chrome_trace_path, tc_profile *out);
 int tc_profile_end(tc_profile p);
-// Counts operator calls and autograd backward nodes by name (all threads) until tc_op_count_end,
+// Counts the calling thread's operator calls and autograd backward nodes by name until tc_op_count_end,
 // which returns "name\tcount\n" lines in a buffer released with tc_buffer_free.
 int tc_op_count_begin(void);
 int tc_op_count_end(uint8_t **text, int64_t *len);
