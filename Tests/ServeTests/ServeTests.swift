@@ -162,6 +162,9 @@ import Torch
         let jpegs = try (0..<16).map { try ImageIO.encode(syntheticFrame($0, width: 96, height: 80), format: .jpeg) }
         var options = ServeOptions()
         options.maxStreams = 1
+        // Progress lines: this test hung once in a full `make test` (not reproduced alone, 0 of 8);
+        // the last line printed says which await never returned.
+        @Sendable func trail(_ s: String) { print("webSocketStreamsGeneratedFrames: \(s)") }
         try await withServer(options) { port, _ in
             let url = "ws://127.0.0.1:\(port)/v1/stream"
             let seen = WSTranscript()
@@ -169,20 +172,25 @@ import Torch
             try await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: 16 << 20), logger: testLogger) { inbound, outbound, _ in
                 var messages = inbound.messages(maxSize: 16 << 20).makeAsyncIterator()
                 try await outbound.write(.binary(ByteBuffer(bytes: reference)))
+                trail("reference sent")
                 if case .text(let t)? = try await messages.next() { seen.texts.append(t) }
+                trail("ready received")
                 // A second stream while this one is open is refused (limit 1).
                 try await WebSocketClient.connect(url: url, logger: testLogger) { inbound2, _, _ in
                     for try await m in inbound2.messages(maxSize: 1 << 20) { if case .text(let t) = m { refused.texts.append(t) } }
                 }
+                trail("second stream refused and closed")
                 for j in jpegs { try await outbound.write(.binary(ByteBuffer(bytes: j))) }
+                trail("16 frames sent")
                 var stats = 0
                 while stats < 4, let m = try await messages.next() {
                     switch m {
-                    case .text(let t): seen.texts.append(t); if t.contains("\"stats\"") { stats += 1 }
+                    case .text(let t): seen.texts.append(t); if t.contains("\"stats\"") { stats += 1; trail("stats \(stats) received") }
                     case .binary(var b): seen.binaries.append(b.readBytes(length: b.readableBytes) ?? [])
                     }
                 }
                 try await outbound.close(.normalClosure, reason: nil)
+                trail("closed")
             }
             let ready = try #require(seen.texts.first)
             #expect(ready.contains("\"ready\"") && ready.contains("\"chunk\":4") && ready.contains("\"latency_frames\":12"), "\(ready)")
@@ -210,6 +218,7 @@ import Torch
                 try await outbound.write(.binary(ByteBuffer(bytes: Array("hello".utf8))))
                 for try await m in inbound.messages(maxSize: 1 << 20) { if case .text(let t) = m { bad.texts.append(t) } }
             }
+            trail("bad first message refused")
             #expect(bad.texts.contains { $0.contains("reference") && $0.contains("not a PNG or JPEG") }, "\(bad.texts)")
         }
     }
