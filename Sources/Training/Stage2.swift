@@ -410,7 +410,7 @@ public final class Stage2: PairFedStage, TrainingStage {
     }
 
     /// rollout: stage1 — the frozen stage-1 model runs the first n − 1 steps (no gradient), its x̂0
-    /// re-noised with fresh noise to t[n − 1]; the student runs the n-th step from there.
+    /// re-noised to t[n − 1] as `renoise` says; the student runs the n-th step from there.
     func teacherRollout(_ teacher: PortraitDenoiser, cond: Conditions, b: PairTensors, draws: DistillationDraws,
                         pose: Tensor, motion: Tensor, generator: Generator) throws -> DistillationOutputs {
         let n = draws.steps, list = section.timesteps_list
@@ -419,16 +419,13 @@ public final class Stage2: PairFedStage, TrainingStage {
                                      scheduler: scheduler)
             t.timesteps = list
             t.bankDropRatio = 0
-            t.renoiseWithPrediction = section.renoise == "ddim"
+            t.renoiseWithPrediction = step.renoiseWithPrediction
             var d = draws
             d.steps = n - 1
             let out = try t(DistillationInputs(referenceLatent: cond.referenceLatent, clip: cond.clip,
                                                poseFeatures: teacher.poseGuider(cond.canvas.unsqueeze(2)),
                                                motion: teacher.motionEncoder(b.faceCrop)), draws: d, generator: generator)
-            let fresh = try section.renoise == "ddim" ? out.stepEps[n - 2]
-                : Tensor.randn(out.x0.shape, generator: generator, device: out.x0.device)
-            let tt = try Tensor.full([out.x0.shape[0]], Double(list[n - 1]), dtype: .int64, device: out.x0.device)
-            return try scheduler.addNoise(out.x0, noise: fresh, timesteps: tt).detach()
+            return try t.renoise(out.x0, eps: out.stepEps[n - 2], draw: nil, to: list[n - 1], generator: generator)
         }
         var last = step
         last.timesteps = [list[n - 1]]

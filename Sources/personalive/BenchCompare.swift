@@ -288,7 +288,8 @@ final class PyTorchPeer {
     inputs = {}
 
     def step_forward(x):
-        unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)
+        with torch.no_grad():
+            unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)
 
     def step_backward(x):
         out = unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)[0]
@@ -306,37 +307,23 @@ final class PyTorchPeer {
             inputs[b] = (torch.randn(b, cfg["in_channels"], side, side), torch.randn(b, tokens, cross),
                          torch.randint(0, 1000, (b,)))
         x = inputs[b]
+        forward = req["kind"] == "forward"
+        unet.train(not forward)
+        step = step_forward if forward else step_backward
         if "profile" in req:
             from collections import Counter
             from torch.profiler import profile, ProfilerActivity
-            forward = req["kind"] == "forward"
-            unet.train(not forward)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                if forward:
-                    with torch.no_grad():
-                        step_forward(x)
-                else:
-                    step_backward(x)
+                step(x)
             prof.export_chrome_trace(req["profile"])
             reply({"ops": dict(Counter(e.name for e in prof.events()))})
             continue
-        if req["kind"] == "forward":
-            unet.eval()
-            with torch.no_grad():
-                for _ in range(warmup):
-                    step_forward(x)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    step_forward(x)
-                seconds = (time.perf_counter() - start) / steps
-        else:
-            unet.train()
-            for _ in range(warmup):
-                step_backward(x)
-            start = time.perf_counter()
-            for _ in range(steps):
-                step_backward(x)
-            seconds = (time.perf_counter() - start) / steps
+        for _ in range(warmup):
+            step(x)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(x)
+        seconds = (time.perf_counter() - start) / steps
         reply({"seconds": seconds})
     """#
 }

@@ -95,6 +95,14 @@ public struct DistillationStep {
         return try inv.sqrt() * noisy - (inv - 1).sqrt() * eps
     }
 
+    /// A no-gradient step's x̂0 taken to timestep `t`: with that step's ε̂ (renoiseWithPrediction,
+    /// the DDIM update), else with `draw` or fresh noise from `generator` (the script's add_noise).
+    public func renoise(_ x0: Tensor, eps: Tensor, draw: Tensor?, to t: Int, generator: Generator?) throws -> Tensor {
+        let noise = try renoiseWithPrediction ? eps : draw ?? Tensor.randn(x0.shape, generator: generator, device: x0.device)
+        let tt = try Tensor.full([x0.shape[0]], Double(t), dtype: .int64, device: x0.device)
+        return try scheduler.addNoise(x0, noise: noise, timesteps: tt).detach()
+    }
+
     /// Runs the iteration. Call it with gradient recording on: the no-grad prefix switches it off
     /// itself (synchronously, on this thread). `generator` supplies draws left nil.
     public func callAsFunction(_ inputs: DistillationInputs, draws: DistillationDraws,
@@ -143,9 +151,7 @@ public struct DistillationStep {
                     out.stepInputs.append(x)
                     out.stepEps.append(eps)
                     out.stepX0.append(x0)
-                    let fresh = try renoiseWithPrediction ? eps
-                        : draws.renoise?[s] ?? Tensor.randn(x0.shape, generator: generator, device: device)
-                    x = try scheduler.addNoise(x0, noise: fresh, timesteps: tensor(timesteps[s + 1])).detach()
+                    x = try renoise(x0, eps: eps, draw: draws.renoise?[s], to: timesteps[s + 1], generator: generator)
                 }
             }
             // Banks cleared, the reference UNet re-run with gradient for the trained step.
