@@ -98,7 +98,10 @@ final class UncheckedCollector: @unchecked Sendable {
                     }
                     let state = (try? JSONSerialization.jsonObject(with: Data((value ?? "{}").utf8))) as? [String: Any] ?? [:]
                     result.texts.append(value ?? "")
-                    if (state["frames"] as? Int ?? 0) >= 16 { break }
+                    // Done once 16 frames arrived and the latest is decoded: the page bumps its frame
+                    // count when a frame arrives, before the <img> has loaded it (naturalWidth 0 meanwhile;
+                    // seen under load).
+                    if (state["frames"] as? Int ?? 0) >= 16, (state["width"] as? Int ?? 0) > 0 { break }
                     if (state["status"] as? String ?? "").hasPrefix("error") { break }
                     try await Task.sleep(for: .milliseconds(500))
                 }
