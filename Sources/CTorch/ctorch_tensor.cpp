@@ -147,6 +147,26 @@ int tc_set_grad_enabled(int enabled, int *previous) {
   at::GradMode::set_enabled(enabled != 0);
   TC_CATCH
 }
+// torch.inference_mode: a c10::InferenceMode guard on the heap, so Swift can scope it; guards are
+// thread-local RAII state and must be exited in reverse order of entry, on the entering thread.
+int tc_inference_mode_enter(void **guard) {
+  TC_TRY
+  *guard = new c10::InferenceMode(true);
+  TC_CATCH
+}
+int tc_inference_mode_exit(void *guard) {
+  TC_TRY
+  delete static_cast<c10::InferenceMode *>(guard);
+  TC_CATCH
+}
+int tc_is_inference_mode_enabled(int *out) {
+  TC_TRY *out = c10::InferenceMode::is_enabled() ? 1 : 0;
+  TC_CATCH
+}
+int tc_is_inference_tensor(tc_tensor t, int *out) {
+  TC_TRY *out = T(t).is_inference() ? 1 : 0;
+  TC_CATCH
+}
 // Autocast state per device type. 2.4 replaced the per-device functions (set_enabled for CUDA,
 // set_cpu_enabled, ...) with ones taking the device type.
 static at::DeviceType autocast_device(int dev_type) {

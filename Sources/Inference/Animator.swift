@@ -185,7 +185,7 @@ public final class Animator {
         while !(source.ended && written >= source.available) {
             let indices = try chunkIndices(base: chunk * m, count: m, source: source)
             let started = DispatchTime.now().uptimeNanoseconds
-            let emitted = try pipeline.process(source.chunk(indices))
+            let emitted = try pipeline.process(pipeline.withModel { try source.chunk(indices) })
             if chunkSeconds != nil, case .cuda(let d) = pipeline.model.device { try Torch.cudaSynchronize(d) }
             chunkSeconds?(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
             for frame in emitted {
@@ -205,7 +205,7 @@ public final class Animator {
     /// `chunkSeconds` hears the wall time of every chunk (driving front-ends plus one stream call, the
     /// device synchronised before the clock stops).
     public func animate(reference: Tensor, frames: Tensor, chunkSeconds: ((Double) -> Void)? = nil) throws -> [StreamFrame] {
-        try pipeline.setReference(pipeline.frontEnds.encodeReference(reference))
+        try pipeline.setReference(pipeline.withModel { try pipeline.frontEnds.encodeReference(reference) })
         var out: [StreamFrame] = []
         try stream(source: TensorDrivingSource(frames: frames, fps: 25, frontEnds: pipeline.frontEnds), keepWarmup: false,
                    chunkSeconds: chunkSeconds) {

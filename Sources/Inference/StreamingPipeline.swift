@@ -94,10 +94,17 @@ public final class StreamingPipeline {
         }
     }
 
-    /// Runs `body` with the networks to this pipeline (under the shared model's lock, if any).
+    /// Run the networks in inference mode (torch.inference_mode: no autograd bookkeeping), else under
+    /// no_grad only. The frames and latents that come out are inference tensors either way they are
+    /// used here (read, encoded, measured); clone one to train through it.
+    public var inferenceMode = true
+
+    /// Runs `body` with the networks to this pipeline (under the shared model's lock, if any), without
+    /// autograd.
     func withModel<T>(_ body: () throws -> T) throws -> T {
-        if let modelLock { return try modelLock.withModel(control, body) }
-        return try body()
+        func run() throws -> T { inferenceMode ? try Torch.inferenceMode(body) : try Torch.noGrad(body) }
+        if let modelLock { return try modelLock.withModel(control, run) }
+        return try run()
     }
 
     public var chunkFrames: Int { engine.config.temporal_window_size }
@@ -127,7 +134,7 @@ public final class StreamingPipeline {
         guard let ref = reference else { throw InferenceError("stream: set a reference before driving it") }
         let m = chunkFrames
         guard chunk.count == m else { throw InferenceError("stream: a chunk has \(m) frames, got \(chunk.count)") }
-        return try withModel { try Torch.noGrad {
+        return try withModel {
             let motion = try motion(of: chunk, reference: ref)
             let mii = engine.config.warmup_frames
             var poseChunk: Tensor
@@ -169,13 +176,13 @@ public final class StreamingPipeline {
                 StreamFrame(image: try images.select(0, i), isWarmup: p.index == nil, drivingIndex: p.index,
                             driving: p.driving, canvas: p.canvas)
             }
-        } }
+        }
     }
 
     /// One chunk of driving images (any size; centre-cropped and resized like `animate`'s frames),
     /// front-ends and stream call together, under the shared model's lock when there is one.
     public func process(images: [RGBImage]) throws -> [StreamFrame] {
-        let chunk = try withModel { try Torch.noGrad { try frontEnds.drivingChunk(frontEnds.frames(images)) } }
+        let chunk = try withModel { try frontEnds.drivingChunk(frontEnds.frames(images)) }
         return try process(chunk)
     }
 

@@ -1,4 +1,4 @@
-// Autograd.swift — torch.autograd: requires_grad, backward, .grad, autograd.grad, no_grad scopes.
+// Autograd.swift — torch.autograd: requires_grad, backward, .grad, autograd.grad, no_grad and inference_mode scopes.
 import CTorch
 
 extension Tensor {
@@ -18,6 +18,13 @@ extension Tensor {
     public var isLeaf: Bool {
         var r: Int32 = 0
         _ = tc_is_leaf(handle, &r)
+        return r != 0
+    }
+
+    /// Whether this tensor was made in inference mode (`Tensor.is_inference()`).
+    public var isInference: Bool {
+        var r: Int32 = 0
+        _ = tc_is_inference_tensor(handle, &r)
         return r != 0
     }
 
@@ -83,6 +90,23 @@ extension Torch {
         _ = tc_set_grad_enabled(enabled ? 1 : 0, &previous)
         defer { _ = tc_set_grad_enabled(previous, nil) }
         return try body()
+    }
+
+    /// torch.inference_mode(): `body` runs with autograd off and without its bookkeeping (no version
+    /// counters, no view tracking), so each op dispatches less. Tensors made inside are inference
+    /// tensors: they can be read afterwards, but not saved for backward or updated in place outside
+    /// inference mode (clone one to do that). Synchronous for the same reason as `noGrad`.
+    public static func inferenceMode<R>(_ body: () throws -> R) throws -> R {
+        var guardHandle: UnsafeMutableRawPointer?
+        try check(tc_inference_mode_enter(&guardHandle))
+        defer { _ = tc_inference_mode_exit(guardHandle) }
+        return try body()
+    }
+
+    public static var isInferenceModeEnabled: Bool {
+        var r: Int32 = 0
+        _ = tc_is_inference_mode_enabled(&r)
+        return r != 0
     }
 
     public static var isGradEnabled: Bool {

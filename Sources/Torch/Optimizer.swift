@@ -34,8 +34,11 @@ public final class AdamW: @unchecked Sendable {
     public let params: [Tensor]
     public let groupCount: Int
 
+    /// `fused`: step with LibTorch's fused AdamW kernel (torch.optim.AdamW(fused=True)) where it has
+    /// one (2.4 and later; not with amsgrad), else the per-parameter loop of torch::optim::AdamW.
+    /// Both read and write the same state and compute the same update.
     public init(groups: [ParamGroup], betas: (Double, Double) = (0.9, 0.999), eps: Double = 1e-8,
-                amsgrad: Bool = false) throws {
+                amsgrad: Bool = false, fused: Bool = true) throws {
         var ps: [Tensor] = [], groupOf: [Int32] = []
         for (g, group) in groups.enumerated() {
             ps += group.params
@@ -47,6 +50,7 @@ public final class AdamW: @unchecked Sendable {
         try check(tc_adamw_new(hs, groupOf, Int32(hs.count), lrs, wds, Int32(groups.count), betas.0, betas.1,
                                eps, amsgrad ? 1 : 0, &out))
         handle = out!
+        try check(tc_adamw_set_fused(handle, fused ? 1 : 0))
         params = ps
         groupCount = groups.count
     }

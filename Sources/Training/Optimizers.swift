@@ -56,6 +56,8 @@ public struct OptimizerSpec {
     public var betas: (Double, Double)
     public var weightDecay: Double
     public var eps: Double
+    /// The fused AdamW kernel where the LibTorch has it (solver.adam_fused).
+    public var fused: Bool
     /// ≤ 0: no clipping (the norm is still measured and logged).
     public var maxGradNorm: Double
     public var lrScheduler: String
@@ -72,6 +74,7 @@ public struct OptimizerSpec {
         betas = (s.adam_beta1, s.adam_beta2)
         weightDecay = s.adam_weight_decay
         eps = s.adam_epsilon
+        fused = s.adam_fused
         maxGradNorm = s.max_grad_norm
         lrScheduler = s.lr_scheduler
         lrWarmupSteps = s.lr_warmup_steps
@@ -123,7 +126,7 @@ public final class NamedOptimizer {
         // Every trainable parameter decays, biases and norm weights included: the reference scripts
         // give AdamW one group with the configured decay.
         adamw = try AdamW(groups: [ParamGroup(params: params.map(\.1), lr: spec.learningRate, weightDecay: spec.weightDecay)],
-                          betas: spec.betas, eps: spec.eps)
+                          betas: spec.betas, eps: spec.eps, fused: spec.fused)
         schedule = try LRSchedule(kind: spec.lrScheduler, baseLR: spec.learningRate, warmupSteps: spec.lrWarmupSteps,
                                   totalSteps: solver.max_train_steps, numCycles: solver.lr_num_cycles)
         ema = spec.useEMA ? try EMAModel(parameters: params, decay: solver.ema_decay, minDecay: solver.ema_min_decay,

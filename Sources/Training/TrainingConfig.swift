@@ -18,6 +18,9 @@ public struct SolverSection: Codable, Sendable, Equatable {
     public var adam_beta2: Double = 0.999
     public var adam_weight_decay: Double = 1e-2
     public var adam_epsilon: Double = 1e-8
+    /// torch.optim.AdamW(fused=True): one fused kernel per step instead of ~7 ops per parameter, where
+    /// the LibTorch has it (2.4 and later); the same update. false: the per-parameter loop.
+    public var adam_fused: Bool = true
     public var use_ema: Bool = false
     public var ema_decay: Double = 0.9999
     public var ema_min_decay: Double = 0
@@ -33,7 +36,7 @@ public struct SolverSection: Codable, Sendable, Equatable {
 
     static let keys = ["learning_rate", "scale_lr", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles",
                        "max_train_steps", "gradient_accumulation_steps", "max_grad_norm", "adam_beta1", "adam_beta2",
-                       "adam_weight_decay", "adam_epsilon", "use_ema", "ema_decay", "ema_min_decay",
+                       "adam_weight_decay", "adam_epsilon", "adam_fused", "use_ema", "ema_decay", "ema_min_decay",
                        "ema_update_after_step", "device", "weight_dtype", "threads", "sync_batchnorm"]
 
     public init() {}
@@ -41,7 +44,7 @@ public struct SolverSection: Codable, Sendable, Equatable {
     enum K: String, CodingKey {
         case learning_rate, scale_lr, lr_scheduler, lr_warmup_steps, lr_num_cycles, max_train_steps,
              gradient_accumulation_steps, max_grad_norm, adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon,
-             use_ema, ema_decay, ema_min_decay, ema_update_after_step, device, weight_dtype, threads, sync_batchnorm
+             adam_fused, use_ema, ema_decay, ema_min_decay, ema_update_after_step, device, weight_dtype, threads, sync_batchnorm
     }
 
     public init(from decoder: Decoder) throws {
@@ -60,6 +63,7 @@ public struct SolverSection: Codable, Sendable, Equatable {
         adam_beta2 = try c.value(.adam_beta2, default: d.adam_beta2)
         adam_weight_decay = try c.value(.adam_weight_decay, default: d.adam_weight_decay)
         adam_epsilon = try c.value(.adam_epsilon, default: d.adam_epsilon)
+        adam_fused = try c.value(.adam_fused, default: d.adam_fused)
         use_ema = try c.value(.use_ema, default: d.use_ema)
         ema_decay = try c.value(.ema_decay, default: d.ema_decay)
         ema_min_decay = try c.value(.ema_min_decay, default: d.ema_min_decay)

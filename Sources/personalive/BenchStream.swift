@@ -3,7 +3,8 @@
 // denoiser window pass, DDIM step, VAE decode) on random weights and random driving frames: per-call
 // latency (median, p95), frames per second, and peak RSS after 100 frames and at the end (their ratio
 // shows whether memory grows with the stream). The baseline, measured in the same run, is the
-// denoiser's window pass alone. Prints, never asserts.
+// denoiser's window pass alone; every 4th call runs under no_grad instead of inference mode, for
+// the ratio of the two. Prints, never asserts.
 import ArgumentParser
 import Foundation
 import Inference
@@ -49,16 +50,19 @@ struct BenchStreamCommand: ParsableCommand {
 
         // Warm-up calls (the first builds the motion-interpolated start).
         for _ in 0..<4 { _ = try pipeline.process(chunk()) }
-        var latencies: [Double] = []
+        // Every 4th call runs under no_grad instead of inference mode: the ablation, interleaved.
+        var latencies: [Double] = [], noGradLatencies: [Double] = []
         var rss100 = 0.0
         let calls = frames / m
         let total = try time {
             for i in 0..<calls {
                 let c = try chunk()
-                latencies.append(try time {
+                pipeline.inferenceMode = i % 4 != 3
+                let seconds = try time {
                     _ = try pipeline.process(c)
                     try sync()
-                })
+                }
+                if pipeline.inferenceMode { latencies.append(seconds) } else { noGradLatencies.append(seconds) }
                 if (i + 1) * m >= 100 && rss100 == 0 { rss100 = peakRSSMiB() }
             }
         }
@@ -82,9 +86,12 @@ struct BenchStreamCommand: ParsableCommand {
 
         let sorted = latencies.sorted()
         let median = sorted[sorted.count / 2], p95 = sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
+        let noGradMedian = noGradLatencies.sorted()[noGradLatencies.count / 2]
         print(String(format: "baseline   denoiser window pass alone: %8.1f ms", denoiser * 1e3))
         print(String(format: "stream     %d frames in %d calls: median %.1f ms, p95 %.1f ms per call (%.2f× the denoiser pass); %.1f FPS",
                      calls * m, calls, median * 1e3, p95 * 1e3, median / denoiser, Double(calls * m) / total))
+        print(String(format: "           inference mode against no_grad (every 4th call, %d calls): median %.1f ms against %.1f ms, ratio %.3f",
+                     noGradLatencies.count, median * 1e3, noGradMedian * 1e3, median / noGradMedian))
         print(String(format: "memory     peak RSS after 100 frames %.0f MiB, after %d frames %.0f MiB: ratio %.3f (target <= 1.05)",
                      rss100, calls * m, rssEnd, rssEnd / max(rss100, 1)))
         if dev != .cpu { print("(peak RSS is host memory; GPU memory is not included)") }

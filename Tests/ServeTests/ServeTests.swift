@@ -68,10 +68,13 @@ import Torch
             // Median over frames of each frame's mean absolute difference: LibTorch's CPU kernels are not
             // bit-exact when other work runs in the process at the same time, and the diffusion steps
             // can carry that into a frame; a reference mix-up changes every frame.
-            func medianDiff(_ a: [RGBImage], _ b: [RGBImage]) -> Double {
-                let perFrame = zip(a, b).map { x, y in
+            func frameDiffs(_ a: [RGBImage], _ b: [RGBImage]) -> [Double] {
+                zip(a, b).map { x, y in
                     zip(x.pixels, y.pixels).map { abs(Double($0) - Double($1)) }.reduce(0, +) / Double(x.pixels.count)
-                }.sorted()
+                }
+            }
+            func medianDiff(_ a: [RGBImage], _ b: [RGBImage]) -> Double {
+                let perFrame = frameDiffs(a, b).sorted()
                 return perFrame.isEmpty ? .infinity : perFrame[perFrame.count / 2]
             }
             let together = try VideoReader(path: dir.appendingPathComponent("\(ids[0]).mp4").path).readAll()
@@ -79,7 +82,15 @@ import Torch
             let otherReference = try await frames([("reference", "ref2.png", reference2), ("driving", "clip.mp4", clipBytes)])
             let same = medianDiff(alone, together), control = medianDiff(otherReference, together)
             #expect(alone.count == 10)
-            #expect(same < 0.5 && control > 4 * max(same, 0.25), "same job: \(same), other reference: \(control)")
+            // On failure, the per-frame differences (and against the concurrent run shifted by one frame)
+            // tell a numeric drift from a mixed-up or misaligned frame.
+            func rounded(_ d: [Double]) -> [String] { d.map { String(format: "%.2f", $0) } }
+            #expect(same < 0.5 && control > 4 * max(same, 0.25),
+                    """
+                    same job: \(same), other reference: \(control); per frame: same \(rounded(frameDiffs(alone, together))), \
+                    other \(rounded(frameDiffs(otherReference, together))), same shifted by one \
+                    \(rounded(frameDiffs(Array(alone.dropFirst()), together))) / \(rounded(frameDiffs(alone, Array(together.dropFirst()))))
+                    """)
 
             // Deleting forgets the job and its files.
             #expect(try await http("DELETE", "\(base)/v1/animations/\(ids[0])").status == 204)

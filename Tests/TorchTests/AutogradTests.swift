@@ -167,4 +167,24 @@ struct AutogradTests {
         #expect(throws: Boom.self) { try Torch.noGrad { throw Boom() } }
         #expect(Torch.isGradEnabled)
     }
+
+    /// torch.inference_mode: autograd off inside, restored after (also when the body throws); what is
+    /// made inside is an inference tensor with the same values, readable outside, and saving one for
+    /// backward is LibTorch's error, thrown, not a crash.
+    @Test func inferenceModeScopesAndMarksTensors() throws {
+        let w = try Tensor([1.0, 2.0]).requiresGrad_()
+        let plain = try Torch.noGrad { try w * 3 }
+        let made = try Torch.inferenceMode { () throws -> Tensor in
+            #expect(Torch.isInferenceModeEnabled && !Torch.isGradEnabled)
+            return try w * 3
+        }
+        #expect(!Torch.isInferenceModeEnabled && Torch.isGradEnabled)
+        #expect(made.isInference && !plain.isInference && !made.requiresGrad)
+        #expect(try made.maxAbsDiff(plain) == 0)
+        #expect(try (made + 1).sum().item() == 11)
+        #expect(throws: TorchError.self) { try (w * made).sum().backward() }
+        struct Boom: Error {}
+        #expect(throws: Boom.self) { try Torch.inferenceMode { throw Boom() } }
+        #expect(!Torch.isInferenceModeEnabled && Torch.isGradEnabled)
+    }
 }

@@ -42,6 +42,11 @@ int tc_get_num_threads(int *out);
 int tc_manual_seed(uint64_t seed);
 int tc_set_grad_enabled(int enabled, int *previous);
 int tc_is_grad_enabled(int *out);
+// torch.inference_mode(): enter writes a guard that exit (on the same thread, innermost first) frees.
+int tc_inference_mode_enter(void **guard);
+int tc_inference_mode_exit(void *guard);
+int tc_is_inference_mode_enabled(int *out);
+int tc_is_inference_tensor(tc_tensor t, int *out);
 // Autocast (torch.autocast) for a device type: enter enables it with the given lower-precision
 // dtype (TC_DTYPE_F16/BF16) or disables it (enabled = 0), writing the previous state; exit
 // restores that state and clears the cast cache when the outermost autocast region ends.
@@ -253,6 +258,8 @@ int tc_adamw_new(const tc_tensor *params, const int *group_of, int n_params, con
                  const double *weight_decays, int n_groups, double beta1, double beta2, double eps,
                  int amsgrad, tc_optimizer *out);
 void tc_optimizer_free(tc_optimizer o);
+// Step with the fused AdamW kernel (aten::_fused_adamw_) where the LibTorch has it (2.4+, not amsgrad).
+int tc_adamw_set_fused(tc_optimizer o, int fused);
 int tc_optimizer_step(tc_optimizer o);
 int tc_optimizer_zero_grad(tc_optimizer o, int set_to_none);
 int tc_optimizer_set_lr(tc_optimizer o, int group, double lr);
