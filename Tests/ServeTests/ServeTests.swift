@@ -187,8 +187,18 @@ import Torch
                 if case .text(let t)? = try await messages.next() { seen.texts.append(t) }
                 trail("ready received")
                 // A second stream while this one is open is refused (limit 1).
+                // It hung here once in three runs under load (after "ready received"): the trail now says
+                // whether the upgrade completed and the refusal arrived; the client leaves once it has the
+                // refusal instead of waiting out the close handshake (bounded by the close timeout).
                 try await WebSocketClient.connect(url: url, logger: testLogger) { inbound2, _, _ in
-                    for try await m in inbound2.messages(maxSize: 1 << 20) { if case .text(let t) = m { refused.texts.append(t) } }
+                    trail("second stream upgraded")
+                    for try await m in inbound2.messages(maxSize: 1 << 20) {
+                        if case .text(let t) = m {
+                            refused.texts.append(t)
+                            trail("second stream's refusal received")
+                            break
+                        }
+                    }
                 }
                 trail("second stream refused and closed")
                 for j in jpegs { try await outbound.write(.binary(ByteBuffer(bytes: j))) }
