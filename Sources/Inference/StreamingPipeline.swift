@@ -95,8 +95,8 @@ public final class StreamingPipeline {
     }
 
     /// Run the networks in inference mode (torch.inference_mode: no autograd bookkeeping), else under
-    /// no_grad only. The frames and latents that come out are inference tensors either way they are
-    /// used here (read, encoded, measured); clone one to train through it.
+    /// no_grad only. In inference mode the frames and latents that come out are inference tensors:
+    /// read, encode and measure them freely; clone one to train through it.
     public var inferenceMode = true
 
     /// Runs `body` with the networks to this pipeline (under the shared model's lock, if any), without

@@ -50,9 +50,9 @@ public final class AdamW: @unchecked Sendable {
         try check(tc_adamw_new(hs, groupOf, Int32(hs.count), lrs, wds, Int32(groups.count), betas.0, betas.1,
                                eps, amsgrad ? 1 : 0, &out))
         handle = out!
-        try check(tc_adamw_set_fused(handle, fused ? 1 : 0))
         params = ps
         groupCount = groups.count
+        try check(tc_adamw_set_fused(handle, fused ? 1 : 0))
     }
 
     public convenience init(params: [Tensor], lr: Double = 1e-3, weightDecay: Double = 1e-2,
