@@ -187,7 +187,7 @@ import Torch
                 if case .text(let t)? = try await messages.next() { seen.texts.append(t) }
                 trail("ready received")
                 // A second stream while this one is open is refused (limit 1).
-                // It hung here once in three runs under load (after "ready received"): the trail now says
+                // It hung here in one of two loaded runs (after "ready received"): the trail now says
                 // whether the upgrade completed and the refusal arrived; the client leaves once it has the
                 // refusal instead of waiting out the close handshake (bounded by the close timeout).
                 try await WebSocketClient.connect(url: url, logger: testLogger) { inbound2, _, _ in
