@@ -131,8 +131,12 @@ public final class PersonaLiveServer: @unchecked Sendable {
         let router = Router(context: BasicWebSocketRequestContext.self)
         router.ws("/v1/stream") { [self] inbound, outbound, _ in
             guard slots.take() else {
-                let message = "server busy: \(slots.limit) streams are open (the limit, --max-streams); try again later"
-                try await outbound.write(.text(StreamSession.error(message)))
+                // Refused in-band, but only once the client has sent its first message (the reference):
+                // a refusal written right after the upgrade sometimes never reached our own client (a
+                // `make test` hang; NIO's client has lost bytes that arrive with the 101 before). A refused
+                // upgrade cannot carry a body in Hummingbird (an empty 400), so that is no alternative.
+                for try await _ in inbound.messages(maxSize: 16 << 20) { break }
+                try await outbound.write(.text(StreamSession.error(slots.busyMessage)))
                 try await outbound.close(.unknown(1013), reason: "too many streams")
                 return
             }

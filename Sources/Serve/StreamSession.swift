@@ -5,7 +5,8 @@
 //   client → binary: driving frames (JPEG), any size, any number;
 //   server → binary: one generated JPEG per frame that comes out (warm-up transition frames too),
 //            then text {"type":"stats", …} after every chunk (input frame in → output frame out);
-//   server → text  {"type":"error","error":…} and a close, on bad input or when the stream limit is reached.
+//   server → text  {"type":"error","error":…} and a close, on bad input, or (in answer to the first
+//            message) when the stream limit is reached.
 // Each connection owns one pipeline (its engine, queue and reference banks) over the shared model.
 import Foundation
 import HummingbirdWebSocket
@@ -31,6 +32,10 @@ final class StreamSlots: @unchecked Sendable {
     func give() {
         lock.lock(); defer { lock.unlock() }
         open -= 1
+    }
+
+    var busyMessage: String {
+        "server busy: \(limit) streams are open (the limit, --max-streams); try again later"
     }
 
     var count: Int {

@@ -173,8 +173,9 @@ import Torch
         let jpegs = try (0..<16).map { try ImageIO.encode(syntheticFrame($0, width: 96, height: 80), format: .jpeg) }
         var options = ServeOptions()
         options.maxStreams = 1
-        // Progress lines: this test hung once in a full `make test` (not reproduced alone, 0 of 8);
-        // the last line printed says which await never returned.
+        // Progress lines: the last one printed says which await never returned. (A refusal written
+        // right after the upgrade never reached this client in one CI run; the server now waits for the
+        // client's first message before it refuses.)
         @Sendable func trail(_ s: String) { print("webSocketStreamsGeneratedFrames: \(s)") }
         try await withServer(options) { port, _ in
             let url = "ws://127.0.0.1:\(port)/v1/stream"
@@ -186,12 +187,10 @@ import Torch
                 trail("reference sent")
                 if case .text(let t)? = try await messages.next() { seen.texts.append(t) }
                 trail("ready received")
-                // A second stream while this one is open is refused (limit 1).
-                // It hung here in one of two loaded runs (after "ready received"): the trail now says
-                // whether the upgrade completed and the refusal arrived; the client leaves once it has the
-                // refusal instead of waiting out the close handshake (bounded by the close timeout).
-                try await WebSocketClient.connect(url: url, logger: testLogger) { inbound2, _, _ in
+                // A second stream while this one is open is refused (limit 1), in answer to its reference.
+                try await WebSocketClient.connect(url: url, logger: testLogger) { inbound2, outbound2, _ in
                     trail("second stream upgraded")
+                    try await outbound2.write(.binary(ByteBuffer(bytes: reference)))
                     for try await m in inbound2.messages(maxSize: 1 << 20) {
                         if case .text(let t) = m {
                             refused.texts.append(t)
