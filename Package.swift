@@ -132,7 +132,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
-            ]
+            ],
+            // The PyTorch peer of `bench compare` (Python, read from the package root at run time).
+            exclude: ["Peer"]
         ),
         .executableTarget(
             name: "personalive-serve",

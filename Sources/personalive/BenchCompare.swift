@@ -2,26 +2,36 @@
 // process and, in the same run and interleaved (ours, PyTorch, ours, PyTorch …), in PyTorch eager:
 // a peer Python script of ours (embedded below) that mirrors BenchUNet.swift with diffusers 0.27
 // `UNet2DConditionModel` — same config (sent as JSON), input shapes, thread count, warm-up and step
-// counts, and the same loss for the backward pass. Prints ms per step on each side and ours÷PyTorch.
+// counts, and the same loss for the backward pass. Then the tiny stage-1 training step and the
+// streaming chunk (BenchComparePersonaLive.swift), whose PyTorch side is Sources/personalive/Peer/.
+// Prints ms per step on each side and ours÷PyTorch.
 import ArgumentParser
 import Foundation
 import Models
 import NN
 import Torch
+import Training
 
 struct BenchCompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
-        abstract: "Tiny UNet2DConditionModel forward and forward+backward here vs. PyTorch eager (diffusers), interleaved in one run.",
+        abstract: "Tiny UNet2D, stage-1 step and streaming chunk here vs. PyTorch eager, interleaved in one run.",
         discussion: """
             Needs the project venv's torch and diffusers (`make venv`). With --threads N both sides run N \
-            LibTorch threads; without it both use this process's LibTorch default.
+            LibTorch threads; without it both use this process's LibTorch default. The stage-1 step and \
+            the streaming chunk run PersonaLive's modules in PyTorch from Sources/personalive/Peer (found \
+            from the package root, like Configs/); both sides load the same weights and inputs, and their \
+            losses and window outputs are compared before the timing.
             """)
 
     @Option(help: "Timed steps of each kind per round.") var steps: Int = 10
     @Option(help: "Untimed warm-up steps before each timed block.") var warmup: Int = 2
     @Option(help: "Rounds (each times every cell on our side, then on PyTorch's).") var rounds: Int = 2
-    @Option(help: "Comma-separated batch sizes.") var batch: String = "1,8"
+    @Option(help: "Comma-separated batch sizes of the UNet2D cells.") var batch: String = "1,8"
+    @Option(help: "The stage-1 config whose step and networks (its model:) the PersonaLive cells use.")
+    var stage1: String = "Configs/tiny/stage1.yaml"
+    @Option(help: "Batch of the stage-1 step (default: the config's data.train_bs).") var stage1Batch: Int?
+    @Flag(help: "Time only the UNet2D cells (no stage-1 step or streaming chunk).") var unetOnly = false
     @Option(help: "Python with torch and diffusers (default: $PERSONALIVE_PYTHON, then .venv/bin/python).")
     var python: String?
     @Option(help: "Also record one more step of every cell on both sides into this folder: Chrome traces (ours_<cell>.json, pytorch_<cell>.json; chrome://tracing or Perfetto) and op counts (ops.tsv), and print the ops per step.")
@@ -41,8 +51,15 @@ struct BenchCompareCommand: ParsableCommand {
     }
 
     /// One timed cell of the table.
-    enum Kind: String, CaseIterable { case forward, backward
-        var label: String { self == .forward ? "forward" : "fwd+bwd" }
+    enum Kind: String, CaseIterable { case forward, backward, stage1, window
+        var label: String {
+            switch self {
+            case .forward: "forward"
+            case .backward: "fwd+bwd"
+            case .stage1: "stage-1 step"
+            case .window: "stream window"
+            }
+        }
     }
 
     func run() throws {
@@ -54,11 +71,18 @@ struct BenchCompareCommand: ParsableCommand {
 
         let peer = try PyTorchPeer(python: resolvePython())
         defer { peer.close() }
-        let configJSON = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
-        let hello = try peer.request("""
-            {"config": \(configJSON), "threads": \(threads), "side": \(side), "tokens": \(tokens), \
-            "warmup": \(warmup), "steps": \(steps)}
-            """)
+        var cells: PersonaLiveBenchCells?
+        if !unetOnly {
+            let root = packageRootForConfigs()
+            let path = FileManager.default.fileExists(atPath: stage1) ? stage1 : root + "/" + stage1
+            let batch = try stage1Batch ?? TrainingConfig.load(path: path).data.train_bs
+            cells = try PersonaLiveBenchCells(stage1Config: path, root: root, batch: batch, dir: peer.directory)
+        }
+        var setup: [String: Any] = [
+            "config": try JSONSerialization.jsonObject(with: JSONEncoder().encode(config)), "threads": threads,
+            "side": side, "tokens": tokens, "warmup": warmup, "steps": steps]
+        if let cells { setup["personalive"] = cells.peerSpec }
+        let hello = try peer.request(String(decoding: try JSONSerialization.data(withJSONObject: setup), as: UTF8.self))
 
         let unet = try UNet2DConditionModel(config)
         let params = unet.parameters()
@@ -86,24 +110,28 @@ struct BenchCompareCommand: ParsableCommand {
         guard pyParams == unet.parameterCount else {
             throw CLIError("the PyTorch UNet has \(pyParams) parameters, ours \(unet.parameterCount): the configs differ")
         }
+        if let cells { try cells.checkParity(hello) }
         if let v = hello["torch"] as? String, !v.hasPrefix(Torch.runtimeVersion) {
             print("note: the two sides run different LibTorch versions (\(Torch.runtimeVersion) vs \(v)); "
                   + "build with LIBTORCH=<the venv's torch> to compare on the same one")
         }
         fflush(stdout)
 
-        // One step of a cell on our side (the peer's step_forward / step_backward).
+        // One step of a cell on our side (the peer's step_forward / step_backward / Cells.step).
         func step(_ kind: Kind, _ b: Int) -> () throws -> Void {
-            let x = inputs[b]!
             switch kind {
             case .forward:
+                let x = inputs[b]!
                 return { try Torch.noGrad { _ = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context) } }
             case .backward:
+                let x = inputs[b]!
                 return {
                     let out = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context)
                     try out.square().mean().backward()
                     for p in params { try p.setGrad(nil) }
                 }
+            case .stage1: return { try cells!.stage1Step() }
+            case .window: return { _ = try Torch.inferenceMode { try cells!.windowPass() } }
             }
         }
         // One measurement on our side: mean seconds per step after `warmup` untimed steps.
@@ -115,7 +143,8 @@ struct BenchCompareCommand: ParsableCommand {
         }
 
         struct Row { let kind: Kind; let batch: Int; var ours: [Double] = []; var theirs: [Double] = [] }
-        var rows = batches.flatMap { b in Kind.allCases.map { Row(kind: $0, batch: b) } }
+        var rows = batches.flatMap { b in [Kind.forward, .backward].map { Row(kind: $0, batch: b) } }
+        if let cells { rows += [Row(kind: .stage1, batch: cells.stage1Batch), Row(kind: .window, batch: 1)] }
         for round in 1...rounds {
             for i in rows.indices {
                 let (kind, b) = (rows[i].kind, rows[i].batch)
@@ -201,12 +230,15 @@ final class PyTorchPeer {
     let process = Process()
     let toPeer = Pipe(), fromPeer = Pipe()
     var buffer = Data()
+    /// The peer's scratch folder (its script, and the weights and inputs we hand over); removed by `close`.
+    let directory: URL
 
     init(python: String) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("personalive-bench-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let file = dir.appendingPathComponent("bench_compare_peer.py")
         try Data(Self.script.utf8).write(to: file)
+        directory = dir
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = ["-u", file.path]
         process.standardInput = toPeer
@@ -297,32 +329,50 @@ final class PyTorchPeer {
         for p in params:
             p.grad = None
 
-    reply({"torch": torch.__version__, "torch_path": torch.__path__[0], "diffusers": diffusers.__version__,
-           "python": sys.version.split()[0], "threads": torch.get_num_threads(),
-           "parameters": sum(p.numel() for p in params)})
+    hello = {"torch": torch.__version__, "torch_path": torch.__path__[0], "diffusers": diffusers.__version__,
+             "python": sys.version.split()[0], "threads": torch.get_num_threads(),
+             "parameters": sum(p.numel() for p in params)}
+    # The stage-1 step and the streaming chunk: PersonaLive's modules from Sources/personalive/Peer.
+    cells = None
+    if "personalive" in setup:
+        spec = setup["personalive"]
+        sys.path.insert(0, spec["peer_dir"])
+        try:
+            import bench_cells
+            cells = bench_cells.Cells(spec)
+        except Exception as e:
+            reply({"error": f"the PyTorch peer cannot set up the stage-1 and streaming cells from {spec['peer_dir']}: "
+                            f"{type(e).__name__}: {e}"})
+            sys.exit(2)
+        hello["personalive"] = cells.hello()
+    reply(hello)
     for line in sys.stdin:
         req = json.loads(line)
-        b = req["batch"]
-        if b not in inputs:
-            inputs[b] = (torch.randn(b, cfg["in_channels"], side, side), torch.randn(b, tokens, cross),
-                         torch.randint(0, 1000, (b,)))
-        x = inputs[b]
-        forward = req["kind"] == "forward"
-        unet.train(not forward)
-        step = step_forward if forward else step_backward
+        kind, b = req["kind"], req["batch"]
+        if kind in ("stage1", "window"):
+            body = cells.step(kind)
+        else:
+            if b not in inputs:
+                inputs[b] = (torch.randn(b, cfg["in_channels"], side, side), torch.randn(b, tokens, cross),
+                             torch.randint(0, 1000, (b,)))
+            x = inputs[b]
+            forward = kind == "forward"
+            unet.train(not forward)
+            step = step_forward if forward else step_backward
+            body = lambda: step(x)
         if "profile" in req:
             from collections import Counter
             from torch.profiler import profile, ProfilerActivity
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step(x)
+                body()
             prof.export_chrome_trace(req["profile"])
             reply({"ops": dict(Counter(e.name for e in prof.events()))})
             continue
         for _ in range(warmup):
-            step(x)
+            body()
         start = time.perf_counter()
         for _ in range(steps):
-            step(x)
+            body()
         seconds = (time.perf_counter() - start) / steps
         reply({"seconds": seconds})
     """#

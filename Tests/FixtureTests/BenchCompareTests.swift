@@ -1,5 +1,7 @@
-// BenchCompareTests.swift — `personalive bench compare` (Sources/personalive/BenchCompare.swift): the
-// table has both sides for every cell and round with finite ratios, and a missing Python is a clear error.
+// BenchCompareTests.swift — `personalive bench compare` (Sources/personalive/BenchCompare.swift and
+// BenchComparePersonaLive.swift): the table has both sides for every cell and round with finite ratios,
+// the PyTorch peer of the stage-1 step and the streaming chunk computes our values on our weights, and a
+// missing Python is a clear error. The peer's own parity with ../shared/fixtures: PyTorchPeerFixtureTests.
 import Foundation
 import Testing
 
@@ -19,21 +21,28 @@ struct BenchCompareTests {
         return (p.terminationStatus, text)
     }
 
-    @Test("both sides timed per cell and round, finite ratios, same parameter count and threads; --profile traces and op counts")
+    @Test("both sides timed per cell and round, finite ratios, same parameter count and threads, the PersonaLive cells at parity; --profile traces and op counts")
     func table() throws {
         // Fails (never skips) without the venv's Python; the peer fails the run without diffusers.
         let python = try TestPaths.requirePython()
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("bench-profile-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
         let (status, text) = try runCLI(["bench", "compare", "--python", python, "--threads", "1", "--steps", "1",
-                                         "--warmup", "0", "--rounds", "2", "--batch", "1,2", "--profile", profile.path])
+                                         "--warmup", "0", "--rounds", "2", "--batch", "1,2", "--stage1-batch", "2",
+                                         "--profile", profile.path])
         try #require(status == 0, "bench compare failed:\n\(text)")
         #expect(text.contains("ours:    LibTorch "), "\(text)")
         #expect(text.contains("PyTorch: torch "), "\(text)")
         #expect(text.contains("1 threads, Swift") && text.contains("eager, 1 threads"), "\(text)")
         // Same config on both sides: the parameter counts printed agree (the command also checks it).
         #expect(text.contains("636412 parameters (ours) / 636412 (PyTorch)"), "\(text)")
-        for cell in ["forward b1", "fwd+bwd b1", "forward b2", "fwd+bwd b2"] {
+        // The stage-1 step and the window pass: the same networks on both sides, and the same loss and
+        // window output on the same weights and inputs (the command fails otherwise).
+        #expect(text.contains("parity before timing: stage-1 loss"), "\(text)")
+        let counts = try #require(text.split(separator: "\n").first { $0.hasPrefix("stage-1 step: ") }, "\(text)")
+        let numbers = counts.components(separatedBy: CharacterSet.decimalDigits.inverted).compactMap(Int.init).filter { $0 > 1000 }
+        #expect(numbers.count == 4 && numbers[0] == numbers[1] && numbers[2] == numbers[3] && numbers[2] > numbers[0], "\(counts)")
+        for cell in ["forward b1", "fwd+bwd b1", "forward b2", "fwd+bwd b2", "stage-1 step b2", "stream window b1"] {
             let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| \(cell) |") }, "no row \(cell):\n\(text)")
             let columns = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
             try #require(columns.count == 4, "\(row)")
@@ -47,7 +56,7 @@ struct BenchCompareTests {
         // --profile: ops per step on both sides (the same LibTorch ops for the same diffusers model,
         // so within a factor of 2 of each other), with readable Chrome traces for every cell.
         for (cell, file) in [("forward b1", "forward_b1"), ("fwd+bwd b1", "backward_b1"), ("forward b2", "forward_b2"),
-                             ("fwd+bwd b2", "backward_b2")] {
+                             ("fwd+bwd b2", "backward_b2"), ("stage-1 step b2", "stage1_b2"), ("stream window b1", "window_b1")] {
             let rows = text.split(separator: "\n").filter { $0.hasPrefix("| \(cell) |") }
             let row = try #require(rows.count == 2 ? rows[1] : nil, "no op-count row for \(cell):\n\(text)")
             let columns = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -69,5 +78,34 @@ struct BenchCompareTests {
         let (status, text) = try runCLI(["bench", "compare", "--python", "/nonexistent/python", "--steps", "1"])
         #expect(status != 0)
         #expect(text.contains("no Python at /nonexistent/python") && text.contains("make venv"), "\(text)")
+    }
+}
+
+/// The PyTorch peer's modules (Sources/personalive/Peer) against the reference-generated fixtures, so that
+/// `bench compare` times PersonaLive's computation on the PyTorch side, not a look-alike.
+@Suite("PyTorch peer parity")
+struct PyTorchPeerFixtureTests {
+    @Test("check_peer_fixtures.py: every case it checks within the case's tolerance")
+    func peerMatchesFixtures() throws {
+        let python = try TestPaths.requirePython()
+        let script = TestPaths.packageRoot.appendingPathComponent("Sources/personalive/Peer/check_peer_fixtures.py")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: python)
+        p.arguments = [script.path, TestPaths.fixtures.path]
+        var env = ProcessInfo.processInfo.environment
+        env["OMP_NUM_THREADS"] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(text)")
+        for c in ["personalive/unet3d_tiny", "personalive/unet3d_tiny_with_reference", "personalive/motion_module",
+                  "personalive/temporal_module", "personalive/pose_guider", "training/stage1_step_tiny",
+                  "streaming/stream_loop_tiny"] {
+            #expect(text.split(separator: "\n").contains { $0.hasPrefix("\(c):") && $0.hasSuffix(" ok") }, "no passing line for \(c):\n\(text)")
+        }
     }
 }
