@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <unordered_map>
 
 #include "ctorch_internal.h"
@@ -403,6 +404,25 @@ int tc_clip_grad_norm(const tc_tensor *params, int n, double max_norm, double no
   TC_TRY
   std::vector<at::Tensor> ps;
   for (int k = 0; k < n; k++) ps.push_back(T(params[k]));
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  // torch.nn.utils.clip_grad_norm_'s foreach path: the per-gradient norms in one call, their norm, one
+  // clip coefficient multiplied in with one call; torch::nn::utils::clip_grad_norm_ (below, and
+  // LibTorch before 2.1) dispatches a norm and a mul_ per parameter. The same ops on each tensor, so
+  // the same numbers. One device and dtype only; mixed gradients take the per-parameter path.
+  std::vector<at::Tensor> grads;
+  for (const auto &p : ps)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  bool uniform = !grads.empty();
+  for (const auto &g : grads)
+    uniform = uniform && g.device() == grads[0].device() && g.scalar_type() == grads[0].scalar_type();
+  if (uniform) {
+    at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, norm_type)), norm_type);
+    at::Tensor coef = at::clamp(max_norm / (norm + 1e-6), c10::nullopt, 1.0);
+    at::_foreach_mul_(grads, coef);
+    *total = norm.item<double>();
+    return 0;
+  }
+#endif
   *total = torch::nn::utils::clip_grad_norm_(ps, max_norm, norm_type);
   TC_CATCH
 }
@@ -505,6 +525,8 @@ static bool fused_adamw_step(tc_optimizer o) {
       at::Device device;
       at::ScalarType dtype;
       std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+      // The kernel only reads the step counts: one scalar tensor per distinct count (normally one).
+      std::map<int64_t, at::Tensor> step_values;
     };
     std::vector<Bucket> buckets;
     for (auto &p : group.params()) {
@@ -524,14 +546,18 @@ static bool fused_adamw_step(tc_optimizer o) {
       for (auto &c : buckets)
         if (c.device == p.device() && c.dtype == p.scalar_type()) b = &c;
       if (!b) {
-        buckets.push_back(Bucket{p.device(), p.scalar_type(), {}, {}, {}, {}, {}});
+        buckets.push_back(Bucket{p.device(), p.scalar_type(), {}, {}, {}, {}, {}, {}});
         b = &buckets.back();
       }
       b->params.push_back(p);
       b->grads.push_back(p.grad());
       b->exp_avgs.push_back(s.exp_avg());
       b->exp_avg_sqs.push_back(s.exp_avg_sq());
-      b->steps.push_back(at::scalar_tensor(static_cast<double>(s.step()), at::TensorOptions().dtype(at::kFloat).device(p.device())));
+      auto step = b->step_values.find(s.step());
+      if (step == b->step_values.end())
+        step = b->step_values.emplace(s.step(), at::scalar_tensor(static_cast<double>(s.step()),
+                                                                  at::TensorOptions().dtype(at::kFloat).device(p.device()))).first;
+      b->steps.push_back(step->second);
     }
     for (auto &b : buckets)
       at::_fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, {}, b.steps, opts.lr(),

@@ -176,5 +176,16 @@ struct OptimizerTests {
         try b.setGrad(try Tensor([12.0]))
         let n1 = try Autograd.clipGradNorm([a, b], maxNorm: 1000, normType: 1)
         #expect(Swift.abs(n1 - 19) < 1e-12)
+        // A parameter without a gradient is skipped (the foreach path on LibTorch ≥ 2.1 too), and
+        // gradients of two dtypes take the per-parameter path: the same norm and scaling either way.
+        let none = try Tensor([5.0]).requiresGrad_()
+        try a.setGrad(try Tensor([3.0, 4.0]))
+        #expect(Swift.abs(try Autograd.clipGradNorm([a, none, b], maxNorm: 6.5) - 13) < 1e-12)
+        expectClose(try dbl(try #require(b.grad)), [12 * c], tol: 1e-12, "b clipped beside a parameter without a gradient")
+        let f = try Tensor([0.0]).to(.float32).requiresGrad_()
+        try f.setGrad(try Tensor([12.0]).to(.float32))
+        try a.setGrad(try Tensor([3.0, 4.0]))
+        #expect(Swift.abs(try Autograd.clipGradNorm([a, f], maxNorm: 6.5) - 13) < 1e-6)
+        expectClose(try dbl(try #require(a.grad)), [3 * c, 4 * c], tol: 1e-9, "a clipped beside a float32 gradient")
     }
 }
