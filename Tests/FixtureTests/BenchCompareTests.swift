@@ -9,16 +9,7 @@ import Testing
 struct BenchCompareTests {
     func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let bin = try #require(TestPaths.personaliveBinary, "build the personalive product first (make test does)")
-        let p = Process()
-        p.executableURL = bin
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+        return try TestPaths.run(bin, arguments)
     }
 
     @Test("both sides timed per cell and round, finite ratios, same parameter count and threads, the PersonaLive cells at parity; --profile traces and op counts")
@@ -89,19 +80,11 @@ struct PyTorchPeerFixtureTests {
     func peerMatchesFixtures() throws {
         let python = try TestPaths.requirePython()
         let script = TestPaths.packageRoot.appendingPathComponent("Sources/personalive/Peer/check_peer_fixtures.py")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [script.path, TestPaths.fixtures.path]
         var env = ProcessInfo.processInfo.environment
         env["OMP_NUM_THREADS"] = "1"
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(text)")
+        let (status, text) = try TestPaths.run(URL(fileURLWithPath: python), [script.path, TestPaths.fixtures.path],
+                                               environment: env)
+        #expect(status == 0, "\(text)")
         for c in ["personalive/unet3d_tiny", "personalive/unet3d_tiny_with_reference", "personalive/motion_module",
                   "personalive/temporal_module", "personalive/pose_guider", "training/stage1_step_tiny",
                   "streaming/stream_loop_tiny"] {

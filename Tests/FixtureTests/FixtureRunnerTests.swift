@@ -221,18 +221,7 @@ import Torch
     func cliNotImplemented() throws {
         let dir = try #require(try FixtureRunner.discover(root: TestPaths.fixtures).first { $0.lastPathComponent == "stream_loop_tiny" })
         let bin = try #require(TestPaths.personaliveBinary, "build the personalive product first (make test does)")
-        func check(_ extra: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = bin
-            p.arguments = ["fixtures", "check", dir.path] + extra
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = out
-            try p.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
-        }
+        func check(_ extra: [String]) throws -> (Int32, String) { try TestPaths.run(bin, ["fixtures", "check", dir.path] + extra) }
         if try Self.notImplemented().contains("stream_loop_tiny") {
             let (s1, o1) = try check([])
             #expect(s1 != 0 && o1.contains("ERROR"), "\(o1)")

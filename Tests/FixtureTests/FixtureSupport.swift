@@ -28,6 +28,22 @@ enum TestPaths {
         return python
     }
 
+    /// Runs a program to its end: its exit status and its stdout and stderr together.
+    static func run(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws
+        -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        if let environment { p.environment = environment }
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
     /// The `personalive` binary built beside this test bundle (same scratch path and LibTorch).
     static var personaliveBinary: URL? {
         var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()

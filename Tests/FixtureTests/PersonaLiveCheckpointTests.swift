@@ -513,16 +513,8 @@ import Torch
         // The first pair is the denoiser; the nested copy is written as a released file name.
         let nestedDir = try tmp.folder("nested")
         let nested = nestedDir + "/denoising_unet.pth"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [scriptPath] + pairs.flatMap { [$0.0, $0.1] } + [nested]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(out)")
+        let (status, out) = try TestPaths.run(URL(fileURLWithPath: python), [scriptPath] + pairs.flatMap { [$0.0, $0.1] } + [nested])
+        #expect(status == 0, "\(out)")
         #expect(out.components(separatedBy: "OK ").count - 1 == pairs.count, "\(out)")
         // Plain torch.load (weights_only=True, the default since torch 2.6) must read our files:
         // tc_pth_save writes untagged dicts.
@@ -543,18 +535,7 @@ import Torch
         let tmp = try TempDir()
         let cfg = try Self.writeTinyConfig(tmp)
         try Pth.save(try Self.standIn(.poseGuider), to: tmp.path("pose_guider.pth"))
-        func run(_ args: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: exe)
-            p.arguments = args
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, out)
-        }
+        func run(_ args: [String]) throws -> (Int32, String) { try TestPaths.run(URL(fileURLWithPath: exe), args) }
         let (s1, o1) = try run(["checkpoint", "import", tmp.path("pose_guider.pth"), "--out", tmp.path("m"), "--config", cfg])
         #expect(s1 == 0, "\(o1)")
         #expect(o1.contains("PoseGuider"), "\(o1)")
