@@ -48,6 +48,7 @@ struct BenchCompareCommand: ParsableCommand {
         guard !parts.isEmpty, parts.count == batches.count, batches.allSatisfy({ $0 > 0 }) else {
             throw ValidationError("--batch must be a comma-separated list of positive integers, e.g. 1,8")
         }
+        if let b = stage1Batch, b <= 0 { throw ValidationError("--stage1-batch must be positive") }
     }
 
     /// One timed cell of the table.
@@ -305,7 +306,10 @@ final class PyTorchPeer {
                         "to a Python that has torch and diffusers 0.27"})
         sys.exit(2)
 
-    setup = json.loads(sys.stdin.readline())
+    first = sys.stdin.readline()
+    if not first:
+        sys.exit(0)  # the command stopped before setting up (e.g. a bad option): nothing to report
+    setup = json.loads(first)
     torch.set_num_threads(setup["threads"])
     try:
         unet = UNet2DConditionModel(**setup["config"])
