@@ -115,7 +115,10 @@ final class PersonaLiveBenchCells {
         (self.streamDenoiser, self.streamControl, self.window) = (streamDenoiser, streamControl, window)
 
         // Parity values (before any step) and the files the peer loads.
-        let first = try step(inputs, draws: draws, generator: g)
+        // (Compared without the bank token drop, whose random draws come from each side's own generator.)
+        var undropped = step
+        undropped.bankDropRatio = 0
+        let first = try undropped(inputs, draws: draws)
         firstLoss = try first.loss.item()
         stage1Parameters = denoiser.parameterCount + reference.parameterCount
         streamParameters = streamDenoiser.parameterCount + streamReference.parameterCount

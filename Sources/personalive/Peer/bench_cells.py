@@ -75,9 +75,10 @@ class Cells:
             self.stream_control.update()
             self.stream_control.clear_writer()
 
-    def _stage1_forward(self):
+    def _stage1_forward(self, bank_drop=True):
+        settings = self.settings if bank_drop else dict(self.settings, bank_drop_ratio=0.0)
         return pp.stage1_step(self.denoiser, self.reference, self.control, self.alphas, self.inputs, self.draws,
-                              **self.settings)
+                              **settings)
 
     def stage1_step(self):
         """One training iteration on the cached batch: forward, backward, clipping, AdamW."""
@@ -93,8 +94,9 @@ class Cells:
                               io["window_clip"], io["window_motion"], io["window_pose"])
 
     def hello(self):
+        # Compared without the bank token drop, whose random draws come from each side's own generator.
         with torch.no_grad():
-            loss = self._stage1_forward()["loss"].item()
+            loss = self._stage1_forward(bank_drop=False)["loss"].item()
         window_diff = (self.window_pass() - self.io["window_out"]).abs().max().item()
         return {"stage1_loss": loss, "window_max_abs_diff": window_diff,
                 "stage1_parameters": _count(self.denoiser, self.reference),
