@@ -64,6 +64,17 @@ struct BenchCompareTests {
         #expect(tsv.contains("backward_b1\tours\taten::convolution_backward\t"), "\(tsv.prefix(400))")
     }
 
+    @Test("a stage-1 batch below 1 and a config of another stage are refused, naming the option or file")
+    func badStage1Options() throws {
+        let python = try TestPaths.requirePython()
+        let (s1, t1) = try runCLI(["bench", "compare", "--python", python, "--stage1-batch", "0", "--steps", "1"])
+        #expect(s1 != 0 && t1.contains("--stage1-batch must be positive"), "\(t1)")
+        let vae = TestPaths.packageRoot.appendingPathComponent("Configs/tiny/vae.yaml").path
+        let (s2, t2) = try runCLI(["bench", "compare", "--python", python, "--stage1", vae, "--steps", "1"])
+        #expect(s2 != 0 && t2.contains("\(vae) is a vae config, not stage1"), "\(t2)")
+        #expect(!t2.contains("Traceback"), "the peer should leave quietly:\n\(t2)")
+    }
+
     @Test("a missing Python fails with how to install it")
     func missingPython() throws {
         let (status, text) = try runCLI(["bench", "compare", "--python", "/nonexistent/python", "--steps", "1"])
