@@ -4,7 +4,8 @@
 // `UNet2DConditionModel` — same config (sent as JSON), input shapes, thread count, warm-up and step
 // counts, and the same loss for the backward pass. Then the tiny stage-1 training step and the
 // streaming chunk (BenchComparePersonaLive.swift), whose PyTorch side is Sources/personalive/Peer/.
-// Prints ms per step on each side and ours÷PyTorch.
+// Prints the median ms per step on each side, ours÷PyTorch (and the ratio of the means), and how a
+// fwd+bwd step splits into its forward and its backward on each side.
 import ArgumentParser
 import Foundation
 import Models
@@ -118,6 +119,8 @@ struct BenchCompareCommand: ParsableCommand {
         }
         fflush(stdout)
 
+        // Seconds of the forward part (through the loss) of each fwd+bwd step, in order.
+        var forwardLog: [Double] = []
         // One step of a cell on our side (the peer's step_forward / step_backward / Cells.step).
         func step(_ kind: Kind, _ b: Int) -> () throws -> Void {
             switch kind {
@@ -127,47 +130,76 @@ struct BenchCompareCommand: ParsableCommand {
             case .backward:
                 let x = inputs[b]!
                 return {
-                    let out = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context)
-                    try out.square().mean().backward()
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    let loss = try unet(x.sample, timestep: x.timesteps, encoderHiddenStates: x.context).square().mean()
+                    forwardLog.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                    try loss.backward()
                     for p in params { try p.setGrad(nil) }
                 }
             case .stage1: return { try cells!.stage1Step() }
             case .window: return { _ = try Torch.inferenceMode { try cells!.windowPass() } }
             }
         }
-        // One measurement on our side: mean seconds per step after `warmup` untimed steps.
-        func ours(_ kind: Kind, _ b: Int) throws -> Double {
+        // One measurement on our side: the seconds of each of `steps` steps after `warmup` untimed steps.
+        func ours(_ kind: Kind, _ b: Int) throws -> [Double] {
             unet.train(kind == .backward)
             let body = step(kind, b)
             for _ in 0..<warmup { try body() }
-            return try time { for _ in 0..<steps { try body() } } / Double(steps)
+            forwardLog.removeAll()
+            return try (0..<steps).map { _ in try time { try body() } }
         }
 
-        struct Row { let kind: Kind; let batch: Int; var ours: [Double] = []; var theirs: [Double] = [] }
+        // Per round and side: the step times of one measurement; for fwd+bwd, the forward parts too.
+        struct Row {
+            let kind: Kind; let batch: Int
+            var ours: [[Double]] = [], theirs: [[Double]] = []
+            var oursForward: [Double] = [], theirsForward: [Double] = []
+        }
         var rows = batches.flatMap { b in [Kind.forward, .backward].map { Row(kind: $0, batch: b) } }
         if let cells { rows += [Row(kind: .stage1, batch: cells.stage1Batch), Row(kind: .window, batch: 1)] }
         for round in 1...rounds {
             for i in rows.indices {
                 let (kind, b) = (rows[i].kind, rows[i].batch)
                 rows[i].ours.append(try ours(kind, b))
+                if kind == .backward { rows[i].oursForward += forwardLog }
                 let reply = try peer.request(#"{"kind": "\#(kind.rawValue)", "batch": \#(b)}"#)
-                guard let s = reply["seconds"] as? Double, s.isFinite, s > 0 else {
-                    throw CLIError("the PyTorch peer returned no time for \(kind.label) b\(b): \(reply)")
+                guard let s = reply["seconds"] as? [Double], s.count == steps, s.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                    throw CLIError("the PyTorch peer returned no \(steps) step times for \(kind.label) b\(b): \(reply)")
                 }
                 rows[i].theirs.append(s)
+                if kind == .backward {
+                    guard let f = reply["forward"] as? [Double], f.count == steps else {
+                        throw CLIError("the PyTorch peer returned no forward times for \(kind.label) b\(b): \(reply)")
+                    }
+                    rows[i].theirsForward += f
+                }
             }
             FileHandle.standardError.write(Data("round \(round)/\(rounds) done\n".utf8))
         }
 
-        print("\n| ms per step | ours | PyTorch | ours÷PyTorch |")
-        print("|---|---|---|---|")
+        // The median step is the figure (a step that a page fault, a timer tick or another process
+        // slowed counts as one step, not as a tenth of the mean); the ratio of the means is shown too.
+        print("\n| median ms per step | ours | PyTorch | ours÷PyTorch | ratio of means |")
+        print("|---|---|---|---|---|")
         for row in rows {
-            let ratios = zip(row.ours, row.theirs).map { $0 / $1 }
+            let (ours, theirs) = (row.ours.map(median), row.theirs.map(median))
+            let meanRatios = zip(row.ours, row.theirs).map { mean($0) / mean($1) }
             func list(_ v: [Double], _ f: String) -> String { v.map { String(format: f, $0) }.joined(separator: " / ") }
-            print("| \(row.kind.label) b\(row.batch) | \(list(row.ours.map { $0 * 1e3 }, "%.1f")) | "
-                  + "\(list(row.theirs.map { $0 * 1e3 }, "%.1f")) | \(list(ratios, "%.2f")) |")
+            print("| \(row.kind.label) b\(row.batch) | \(list(ours.map { $0 * 1e3 }, "%.1f")) | "
+                  + "\(list(theirs.map { $0 * 1e3 }, "%.1f")) | \(list(zip(ours, theirs).map { $0 / $1 }, "%.2f")) | "
+                  + "\(list(meanRatios, "%.2f")) |")
         }
-        print("\n(one value per round, in order; ratios are per round, from the same run)")
+        print("\n(one value per round, in order, each from \(steps) timed steps; ratios are per round, from the same run)")
+        // Where fwd+bwd spends it: the forward (Swift or Python driving LibTorch, recording the graph)
+        // and the backward (LibTorch's autograd engine in C++ on both sides, then the gradients cleared).
+        print("\n| fwd+bwd, median ms per step over all rounds | forward, ours | PyTorch | backward, ours | PyTorch |")
+        print("|---|---|---|---|---|")
+        for row in rows where row.kind == .backward {
+            let total = (row.ours.flatMap { $0 }, row.theirs.flatMap { $0 })
+            let backward = (zip(total.0, row.oursForward).map { $0 - $1 }, zip(total.1, row.theirsForward).map { $0 - $1 })
+            let v = [median(row.oursForward), median(row.theirsForward), median(backward.0), median(backward.1)]
+            print("| batch \(row.batch) | " + v.map { String(format: "%.1f", $0 * 1e3) }.joined(separator: " | ") + " |")
+        }
         if let profile { try profileCells(rows.map { ($0.kind, $0.batch) }, into: profile, peer: peer, step: step) }
     }
 
@@ -327,9 +359,13 @@ final class PyTorchPeer {
         with torch.no_grad():
             unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)
 
+    forward_log = []  # seconds of the forward part (through the loss) of each fwd+bwd step
+
     def step_backward(x):
-        out = unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)[0]
-        out.square().mean().backward()
+        start = time.perf_counter()
+        loss = unet(x[0], x[2], encoder_hidden_states=x[1], return_dict=False)[0].square().mean()
+        forward_log.append(time.perf_counter() - start)
+        loss.backward()
         for p in params:
             p.grad = None
 
@@ -374,10 +410,20 @@ final class PyTorchPeer {
             continue
         for _ in range(warmup):
             body()
-        start = time.perf_counter()
+        seconds = []
+        forward_log.clear()
         for _ in range(steps):
+            start = time.perf_counter()
             body()
-        seconds = (time.perf_counter() - start) / steps
-        reply({"seconds": seconds})
+            seconds.append(time.perf_counter() - start)
+        reply({"seconds": seconds, "forward": forward_log} if kind == "backward" else {"seconds": seconds})
     """#
 }
+
+/// The median of a non-empty list (the mean of the middle two for an even count).
+fileprivate func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted(), m = s.count / 2
+    return s.count % 2 == 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+fileprivate func mean(_ xs: [Double]) -> Double { xs.reduce(0, +) / Double(xs.count) }

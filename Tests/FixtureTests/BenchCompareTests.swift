@@ -18,7 +18,7 @@ struct BenchCompareTests {
         let python = try TestPaths.requirePython()
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("bench-profile-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
-        let (status, text) = try runCLI(["bench", "compare", "--python", python, "--threads", "1", "--steps", "1",
+        let (status, text) = try runCLI(["bench", "compare", "--python", python, "--threads", "1", "--steps", "3",
                                          "--warmup", "0", "--rounds", "2", "--batch", "1,2", "--stage1-batch", "2",
                                          "--profile", profile.path])
         try #require(status == 0, "bench compare failed:\n\(text)")
@@ -36,12 +36,23 @@ struct BenchCompareTests {
         for cell in ["forward b1", "fwd+bwd b1", "forward b2", "fwd+bwd b2", "stage-1 step b2", "stream window b1"] {
             let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| \(cell) |") }, "no row \(cell):\n\(text)")
             let columns = row.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
-            try #require(columns.count == 4, "\(row)")
+            try #require(columns.count == 5, "\(row)")
             let values = columns[1...].map { $0.components(separatedBy: " / ").map { Double($0) } }
-            for (name, v) in zip(["ours", "PyTorch", "ratio"], values) {
+            for (name, v) in zip(["ours", "PyTorch", "ratio", "ratio of means"], values) {
                 #expect(v.count == 2, "\(cell) \(name): one value per round expected in \(row)")
                 #expect(v.allSatisfy { $0 != nil && $0!.isFinite && $0! > 0 }, "\(cell) \(name): \(row)")
             }
+            // The ratio is the medians' (the columns before it), to their printed rounding.
+            for (o, (t, r)) in zip(values[0], zip(values[1], values[2])) {
+                if let o, let t, let r { #expect(abs(r - o / t) <= 0.01 + 0.03 * r, "\(cell): \(row)") }
+            }
+        }
+
+        // The fwd+bwd split: forward and backward medians on both sides, each below its step's.
+        for b in [1, 2] {
+            let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| batch \(b) |") }, "no split for b\(b):\n\(text)")
+            let v = row.split(separator: "|").dropFirst().map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            #expect(v.count == 4 && v.allSatisfy { $0 != nil && $0! > 0 && $0!.isFinite }, "\(row)")
         }
 
         // --profile: ops per step on both sides (the same LibTorch ops for the same diffusers model,
