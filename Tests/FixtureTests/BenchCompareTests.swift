@@ -48,7 +48,7 @@ struct BenchCompareTests {
             }
         }
 
-        // The fwd+bwd split: forward and backward medians on both sides, each below its step's.
+        // The fwd+bwd split: forward and backward medians on both sides, positive and finite.
         for b in [1, 2] {
             let row = try #require(text.split(separator: "\n").first { $0.hasPrefix("| batch \(b) |") }, "no split for b\(b):\n\(text)")
             let v = row.split(separator: "|").dropFirst().map { Double($0.trimmingCharacters(in: .whitespaces)) }
