@@ -212,7 +212,9 @@ public final class TemporalTransformer3DModel: Module {
             x = try block(x, context: ctx, videoLength: f)
         }
         x = try proj_out(x)
-        x = try x.reshape([b * f, h, w, c]).permute([0, 3, 1, 2]) + residual
+        // contiguous() as in the reference: without it the sum takes the permuted (channels-last)
+        // strides and every later GroupNorm and conv of the frame copies or takes a slower kernel.
+        x = try x.reshape([b * f, h, w, c]).permute([0, 3, 1, 2]).contiguous() + residual
         // (b f) c h w -> b c f h w
         return try x.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4])
     }
