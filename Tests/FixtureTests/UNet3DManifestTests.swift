@@ -135,6 +135,33 @@ import Torch
         } throws: { "\($0)".contains("down_blocks.0.bogus.weight") }
     }
 
+    @Test("reader block: shared tokens projected once per sample = the reference's repeat to every frame, then projection")
+    func readerBlockProjectsSharedTokensOncePerSample() throws {
+        try Torch.manualSeed(12)
+        let block = try TemporalBasicTransformerBlock(dim: 8, heads: 2, headDim: 4, crossAttentionDim: nil)
+        let (b, f, l, ls) = (2, 3, 5, 7)
+        let hidden = try Tensor.randn([b * f, l, 8]).requiresGrad_()
+        let shared = try Tensor.randn([b, ls, 8]).requiresGrad_()
+        block.selfAttentionHook = { _, normed, frames in
+            #expect(normed.shape == [b * f, l, 8] && frames == f)
+            return shared
+        }
+        let out = try block(hidden, context: nil, videoLength: f)
+
+        // The reference: keys/values = to_k/to_v(cat([norm1(h), the shared tokens repeated to each frame])).
+        let a = block.attn1
+        let n1 = try block.norm1(hidden)
+        let kv = try Tensor.cat([n1, shared.repeatInterleave(f, dim: 0)], dim: 1)
+        var want = try a.output(a.attend(q: a.to_q(n1), k: a.to_k(kv), v: a.to_v(kv))) + hidden
+        want = try block.ff(block.norm3(want)) + want
+        #expect(try out.maxAbsDiff(want) < 1e-6)
+        // The shared tokens' gradient sums over the frames that read them, as through the repeat.
+        let r = try Tensor.randn(out.shape)
+        let got = try Autograd.grad(outputs: [(out * r).sum()], inputs: [hidden, shared])
+        let ref = try Autograd.grad(outputs: [(want * r).sum()], inputs: [hidden, shared])
+        for k in 0..<2 { #expect(try #require(got[k]).maxAbsDiff(try #require(ref[k])) < 1e-5) }
+    }
+
     @Test("reference attention: per-frame bank, token dropout from given draws, keyframes up to three")
     func referenceAttention() throws {
         try Torch.manualSeed(11)

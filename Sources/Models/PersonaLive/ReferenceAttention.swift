@@ -232,9 +232,10 @@ public final class ReferenceAttentionControl {
 
     // MARK: read mode
 
-    /// The extra key/value tokens of reader block j for (b·f, L, C) frame tokens: every reference
-    /// recording repeated to the f frames of its sample ('b t l c -> (b t) l c'), then all
-    /// keyframes of the sample ('(b t) (n l) c'). nil when there are none (plain self-attention).
+    /// The extra key/value tokens of reader block j for (b·f, L, C) frame tokens, per sample: every
+    /// reference recording, then all keyframes of the sample ('b (n l) c'), (b, L', C). The reader
+    /// block gives them to each of the sample's f frames (the reference's 'b t l c -> (b t) l c'
+    /// repeat, done after the key/value projections). nil when there are none (plain self-attention).
     private func extraTokens(_ j: Int, normed: Tensor, videoLength f: Int) throws -> Tensor? {
         let bf = normed.shape[0]
         guard f > 0, bf % f == 0 else {
@@ -249,16 +250,10 @@ public final class ReferenceAttentionControl {
             // The reference relies on torch.cat's promotion back to the hidden dtype.
             return t.dtype == normed.dtype && t.device == normed.device ? t : try t.to(normed.device, normed.dtype)
         }
-        var parts: [Tensor] = []
-        for bank in readerBanks[j] {
-            let t = try aligned(bank)
-            let (l, c) = (t.shape[1], t.shape[2])
-            parts.append(try t.unsqueeze(1).expand([b, f, l, c]).reshape([bf, l, c]))
-        }
+        var parts = try readerBanks[j].map(aligned)
         if let kv = keyframeBanks[j] {
             let t = try aligned(kv)
-            let (n, l, c) = (t.shape[1], t.shape[2], t.shape[3])
-            parts.append(try t.unsqueeze(1).expand([b, f, n, l, c]).reshape([bf, n * l, c]))
+            parts.append(try t.reshape([b, t.shape[1] * t.shape[2], t.shape[3]]))
         }
         if parts.isEmpty { return nil }
         return parts.count == 1 ? parts[0] : try Tensor.cat(parts, dim: 1)

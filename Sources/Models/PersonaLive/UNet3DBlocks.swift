@@ -242,8 +242,9 @@ public final class TemporalBasicTransformerBlock: Module {
     public let dim: Int
 
     /// Reference attention (ReferenceAttentionControl, read mode): sees this block's norm1 output
-    /// ((b·f, L, C)) and the frame count, and may return extra key/value tokens ((b·f, L', C))
-    /// appended after the block's own tokens. nil (or a nil result) is plain self-attention.
+    /// ((b·f, L, C)) and the frame count, and may return extra key/value tokens per sample
+    /// ((b, L', C)), which every frame of the sample attends to after its own tokens. nil (or a nil
+    /// result) is plain self-attention.
     public var selfAttentionHook: ((_ block: TemporalBasicTransformerBlock, _ normed: Tensor, _ videoLength: Int) throws -> Tensor?)?
 
     public init(dim: Int, heads: Int, headDim: Int, dropout: Double = 0, crossAttentionDim: Int?,
@@ -283,8 +284,19 @@ public final class TemporalBasicTransformerBlock: Module {
         var h: Tensor
         if let hook = selfAttentionHook, let extra = try hook(self, n1, f) {
             // Queries are the frame's own tokens; keys/values = [own tokens, reference (+ keyframe) tokens].
-            let kv = try Tensor.cat([n1, extra], dim: 1)
-            h = try attn1.output(attn1.attend(q: attn1.to_q(n1), k: attn1.to_k(kv), v: attn1.to_v(kv))) + hidden
+            // The reference projects the shared tokens after repeating them to every frame
+            // (to_k(cat([n1, repeat(extra)]))); a linear layer acts on each token alone, so projecting
+            // them once per sample and repeating the keys and values gives the same rows, f times cheaper.
+            let (bf, l) = (n1.shape[0], n1.shape[1])
+            let b = bf / f
+            func keysValues(_ proj: Linear) throws -> Tensor {
+                let own = try proj(n1), shared = try proj(extra)
+                let (ls, c) = (shared.shape[1], shared.shape[2])
+                return try Tensor.cat([own.reshape([b, f, l, c]), shared.unsqueeze(1).expand([b, f, ls, c])], dim: 2)
+                    .view([bf, l + ls, c])
+            }
+            h = try attn1.output(attn1.attend(q: attn1.to_q(n1), k: keysValues(attn1.to_k), v: keysValues(attn1.to_v)))
+                + hidden
         } else {
             h = try attn1(n1) + hidden
         }
