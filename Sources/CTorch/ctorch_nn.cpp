@@ -240,7 +240,23 @@ int tc_linear(tc_tensor x, tc_tensor w, tc_tensor b, tc_tensor *out) {
 int tc_conv2d(tc_tensor x, tc_tensor w, tc_tensor b, const int64_t *stride, const int64_t *padding,
               const int64_t *dilation, int64_t groups, tc_tensor *out) {
   TC_TRY
-  *out = wrap(at::conv2d(T(x), T(w), opt(b), pair(stride), pair(padding), pair(dilation), groups));
+  const at::Tensor &X = T(x), &W = T(w);
+  // On CPU float32 batches LibTorch picks oneDNN, whose per-call set-up dominates two kinds of
+  // convolution in our networks: 1×1 kernels at the UNets' small feature maps (8×8 to 32×32, 32–96
+  // channels) and convolutions of images or latents with at most 4 input channels (conv_in of the
+  // UNets, VAE and PoseGuider). The native kernel (thnn_conv2d: im2col + GEMM, differentiable) runs
+  // those 3–4× faster forward and 2–3× forward+backward (README, "Convolutions: LibTorch's native
+  // kernel where oneDNN's set-up dominates"). Batch 1 keeps LibTorch's own choice.
+  const bool shaped = X.dim() == 4 && W.dim() == 4 && X.size(1) == W.size(1);  // else conv2d's own error
+  const bool pointwise = shaped && W.size(2) == 1 && W.size(3) == 1 && stride[0] == 1 && stride[1] == 1 && padding[0] == 0 &&
+                         padding[1] == 0;
+  if (shaped && X.device().is_cpu() && X.scalar_type() == at::kFloat && W.scalar_type() == at::kFloat &&
+      X.size(0) > 1 && groups == 1 && dilation[0] == 1 && dilation[1] == 1 && X.is_contiguous() &&
+      (pointwise || X.size(1) <= 4)) {
+    *out = wrap(at::thnn_conv2d(X, W, {W.size(2), W.size(3)}, opt(b), pair(stride), pair(padding)));
+  } else {
+    *out = wrap(at::conv2d(X, W, opt(b), pair(stride), pair(padding), pair(dilation), groups));
+  }
   TC_CATCH
 }
 int tc_conv_transpose2d(tc_tensor x, tc_tensor w, tc_tensor b, const int64_t *stride,

@@ -68,6 +68,42 @@ struct AutogradTests {
         }
     }
 
+    /// F.conv2d sends 1×1 convolutions and those of ≤ 4 input channels on float32 CPU batches to
+    /// LibTorch's native kernel (thnn_conv2d) instead of oneDNN (CTorch's tc_conv2d); values and all
+    /// three gradients must be those of LibTorch's own choice, taken here one sample at a time (batch 1
+    /// keeps LibTorch's choice); the 1×1 case also against the GEMM over channels that it is.
+    @Test(arguments: [(5, 7, 1, 1, 0), (3, 6, 3, 2, 1), (4, 5, 3, 1, 1)])
+    func nativeConv2dOnBatchesMatchesLibTorchsChoice(_ c: Int, _ o: Int, _ k: Int, _ stride: Int, _ pad: Int) throws {
+        let g = try Generator(seed: 14)
+        let (n, h, w) = (3, 8, 6)
+        let x = try Tensor.randn([n, c, h, w], generator: g).requiresGrad_()
+        let weight = try Tensor.randn([o, c, k, k], generator: g).requiresGrad_()
+        let bias = try Tensor.randn([o], generator: g).requiresGrad_()
+        func conv(_ t: Tensor) throws -> Tensor {
+            try F.conv2d(t, weight: weight, bias: bias, stride: (stride, stride), padding: (pad, pad))
+        }
+        let y = try conv(x)
+        let r = try Tensor.randn(y.shape, generator: g)
+        let batched = try Autograd.grad(outputs: [(y * r).sum()], inputs: [x, weight, bias])
+
+        let perSample = try Tensor.cat((0..<n).map { i in try conv(x.narrow(0, start: i, length: 1)) }, dim: 0)
+        let reference = try Autograd.grad(outputs: [(perSample * r).sum()], inputs: [x, weight, bias])
+        expectClose(try dbl(y), try dbl(perSample), tol: 1e-5, "batched vs per-sample output")
+        for (j, name) in ["input", "weight", "bias"].enumerated() {
+            let a = try #require(batched[j]), e = try #require(reference[j])
+            #expect(a.shape == e.shape, "\(name) gradient shape")
+            expectClose(try dbl(a), try dbl(e), tol: 1e-5, "\(name) gradient")
+        }
+        if k == 1 {
+            let gemm = try weight.reshape([o, c]).matmul(x.reshape([n, c, h * w])).reshape([n, o, h, w])
+                + bias.reshape([1, o, 1, 1])
+            expectClose(try dbl(y), try dbl(gemm), tol: 1e-5, "batched vs GEMM output")
+        }
+        // A channels-last (non-contiguous) batch takes LibTorch's path and agrees too.
+        let cl = try x.detach().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+        expectClose(try dbl(conv(cl)), try dbl(y), tol: 1e-5, "channels-last input")
+    }
+
     @Test func groupNormGradientMatchesFiniteDifferences() throws {
         let g = try Generator(seed: 13)
         let r = try Tensor(try randomValues(2 * 4 * 2 * 2, g), shape: [2, 4, 2, 2])
