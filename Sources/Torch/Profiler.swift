@@ -19,6 +19,28 @@ public enum Profiler {
         return result
     }
 
+    /// A trace started now and written by `end()`: for spans that a closure cannot enclose (e.g. one
+    /// step of a training loop, between two of its events). A session not ended is ended, and its
+    /// trace written, when it is released.
+    public final class Session {
+        private var handle: OpaquePointer?
+        public let path: String
+
+        public init(path: String) throws {
+            self.path = path
+            try check(tc_profile_begin(path, &handle))
+        }
+
+        /// Stops recording and writes the trace; later calls do nothing.
+        public func end() throws {
+            guard let h = handle else { return }
+            handle = nil
+            try check(tc_profile_end(h))
+        }
+
+        deinit { if let h = handle { _ = tc_profile_end(h) } }
+    }
+
     /// Operator calls (`aten::…`) and autograd backward nodes (`…Backward0`) made while `body`
     /// runs on this thread (and the autograd engine's work for it), by name; other threads' ops
     /// are not counted.

@@ -15,12 +15,19 @@ struct BenchTrainCommand: ParsableCommand {
     @Option(help: "Steps to time (after the warm-up).") var steps: Int = 10
     @Option(help: "Untimed warm-up steps.") var warmup: Int = 2
     @Option(help: "Data-parallel workers to start on this machine (Gloo); the batch size is per worker.") var nproc: Int = 1
+    @Option(help: ArgumentHelp("Also record the first timed step (one process) with LibTorch's profiler into this Chrome trace "
+                               + "(chrome://tracing, Perfetto).", valueName: "file.json"))
+    var profile: String?
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         guard nproc >= 1 else { throw ValidationError("--nproc must be at least 1") }
+        guard profile == nil || warmup >= 1 else {
+            throw ValidationError("--profile needs --warmup 1 or more: a run's first step also fills its caches")
+        }
         let environment = try DistributedEnvironment.from(ProcessInfo.processInfo.environment)
         if nproc > 1 {
+            guard profile == nil else { throw ValidationError("--profile records one process; leave out --nproc") }
             guard environment == nil else { throw ValidationError("--nproc starts its own workers, but WORLD_SIZE is already set") }
             let logger = try global.setUp(label: "bench")
             try TrainLauncher.run(arguments: TrainLauncher.workerArguments(), nproc: nproc, grace: 90, logger: logger)
@@ -55,15 +62,29 @@ struct BenchTrainCommand: ParsableCommand {
         var sums: [String: Double] = [:]
         var total = 0.0, timed = 0
         var reduceAtWarmup = 0.0
+        // The profiled step is the first timed one: recording starts when the warm-up's last step
+        // has finished and stops when that step has.
+        var session: Profiler.Session?
+        var profileError: Error?
         trainer.onEvent = { e in
             guard case .step(let r) = e else { return }
-            if r.step == warmup { reduceAtWarmup = dataParallel?.allReduceSeconds ?? 0 }
+            if r.step == warmup {
+                reduceAtWarmup = dataParallel?.allReduceSeconds ?? 0
+                if let profile, session == nil {
+                    do { session = try Profiler.Session(path: profile) } catch { profileError = error }
+                }
+            }
+            if r.step == warmup + 1, let s = session {
+                do { try s.end() } catch { profileError = error }
+            }
             guard r.step > warmup else { return }
             timed += 1
             total += r.stepTime
             for (k, v) in r.timing { sums[k, default: 0] += v }
         }
         _ = try trainer.run()
+        try session?.end()
+        if let profileError { throw CLIError("--profile \(profile ?? ""): \(profileError)") }
         if let dp = dataParallel, !dp.isMain { return }
         guard timed > 0 else { throw CLIError("no steps were timed") }
         let per = total / Double(timed)
@@ -80,5 +101,6 @@ struct BenchTrainCommand: ParsableCommand {
         }
         let other = per - ["data", "forward", "backward", "optimizer"].reduce(0) { $0 + (sums[$1] ?? 0) / Double(timed) }
         print("  other     " + String(format: "%8.1f ms  %5.1f%%", other * 1000, 100 * other / per))
+        if let profile { print("trace of step \(warmup + 1) (with the profiler's overhead): \(profile)") }
     }
 }
