@@ -31,6 +31,9 @@ public enum Profiler {
             try check(tc_profile_begin(path, &handle))
         }
 
+        /// Whether `end()` is still to come.
+        public var isRecording: Bool { handle != nil }
+
         /// Stops recording and writes the trace; later calls do nothing.
         public func end() throws {
             guard let h = handle else { return }

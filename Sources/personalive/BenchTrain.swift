@@ -82,7 +82,16 @@ struct BenchTrainCommand: ParsableCommand {
             total += r.stepTime
             for (k, v) in r.timing { sums[k, default: 0] += v }
         }
-        _ = try trainer.run()
+        do {
+            _ = try trainer.run()
+        } catch {
+            // A run that fails during the profiled step leaves no trace of a partial step behind.
+            if let s = session, s.isRecording, let profile {
+                try? s.end()
+                try? FileManager.default.removeItem(atPath: profile)
+            }
+            throw error
+        }
         try session?.end()
         if let profileError { throw CLIError("--profile \(profile ?? ""): \(profileError)") }
         if let dp = dataParallel, !dp.isMain { return }
