@@ -6,16 +6,15 @@ public enum Profiler {
     /// Runs `body` while every op is recorded; the Chrome trace (chrome://tracing, Perfetto) is
     /// written to `path` when it returns, also when it throws.
     public static func trace<R>(to path: String, _ body: () throws -> R) throws -> R {
-        var handle: OpaquePointer?
-        try check(tc_profile_begin(path, &handle))
+        let session = try Session(path: path)
         let result: R
         do {
             result = try body()
         } catch {
-            _ = tc_profile_end(handle)
+            try? session.end()
             throw error
         }
-        try check(tc_profile_end(handle))
+        try session.end()
         return result
     }
 

@@ -43,5 +43,11 @@ import Testing
         let names = Set(events.compactMap { $0["name"] as? String })
         #expect(names.contains("aten::matmul") || names.contains("aten::mm"), "\(names.sorted())")
         #expect(names.contains("aten::relu"), "\(names.sorted())")
+
+        // A body that throws: the error reaches the caller and the trace is still written.
+        struct Stop: Error {}
+        try FileManager.default.removeItem(atPath: path)
+        #expect(throws: Stop.self) { try Profiler.trace(to: path) { _ = try x.relu(); throw Stop() } }
+        #expect(FileManager.default.fileExists(atPath: path))
     }
 }
